@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# hnswlib builds from source; a -march=native build can crash on another CPU.
+export HNSWLIB_NO_NATIVE := 1
+
+.PHONY: install install-dev run test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/lakehouse up
+
+lint: install-dev
+	$(BIN)/ruff format --check lakehouse gateway workers schemas tests
+	$(BIN)/ruff check lakehouse gateway workers schemas tests
+	$(BIN)/mypy
+
+format: install-dev
+	$(BIN)/ruff format lakehouse gateway workers schemas tests
+	$(BIN)/ruff check --fix lakehouse gateway workers schemas tests
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""FastAPI application factory; resources open in the lifespan and close on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from nats.aio.client import Client as NATS
+
+from gateway import errors
+from gateway.routes import health, storage
+from lakehouse import __version__
+from lakehouse.bus import connect
+from lakehouse.config import Settings, load_settings
+from lakehouse.storage import Storage, open_storage
+
+log = logging.getLogger("gateway")
+
+DESCRIPTION = """
+HTTP entry point of Lakehouse. Every route publishes to NATS or reads object storage;
+workers do the work. Errors are always `{"error": ..., "detail": ...}`.
+"""
+
+
+@dataclass
+class State:
+    settings: Settings
+    storage: Storage
+    nc: NATS | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    put_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+
+    @property
+    def nats_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = State(settings, open_storage(settings))
+        state.put_slots = asyncio.Semaphore(settings.gateway.max_concurrent_puts)
+        app.state.lh = state
+
+        async def connect_nats() -> None:
+            state.nc = await connect(settings, "lakehouse-gateway", deadline=None)
+
+        connecting = asyncio.create_task(connect_nats())
+        try:
+            yield
+        finally:
+            connecting.cancel()
+            if state.nc is not None and not state.nc.is_closed:
+                try:
+                    await state.nc.drain()
+                except Exception as exc:
+                    log.warning("nats drain failed", extra={"error": type(exc).__name__})
+            await state.storage.close()
+
+    app = FastAPI(
+        title="Lakehouse",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(storage.router)
+    return app

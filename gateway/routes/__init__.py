@@ -1,0 +1,16 @@
+"""Route modules, one per area of the API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from gateway.app import State
+
+
+def state(request: Request) -> State:
+    """FastAPI dependency: the gateway's shared resources."""
+    lh: State = request.app.state.lh
+    return lh

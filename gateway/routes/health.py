@@ -1,0 +1,96 @@
+"""``GET /health``: the gateway, NATS, and the live replicas of every worker kind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from gateway.routes import state
+from lakehouse import __version__
+from lakehouse.config import redact_url
+from schemas import subjects as S
+from schemas.messages import HealthReply
+from workers import KINDS
+
+if TYPE_CHECKING:
+    from gateway.app import State
+
+router = APIRouter(tags=["health"])
+
+EXAMPLE = {
+    "status": "ok",
+    "gateway": {"status": "ok", "version": "0.1.0", "pid": 4100},
+    "nats": {"connected": True, "url": "nats://127.0.0.1:4222"},
+    "workers": {"ingest": {"replicas": 1, "instances": []}},
+}
+
+
+async def gather_replies(st: State, window: float) -> list[HealthReply]:
+    """Ping every live process and collect what answers within ``window`` seconds."""
+    assert st.nc is not None
+    replies: list[HealthReply] = []
+
+    async def on_reply(msg: Msg) -> None:
+        try:
+            replies.append(HealthReply.model_validate_json(msg.data))
+        except ValidationError:
+            pass
+
+    inbox = st.nc.new_inbox()
+    sub = await st.nc.subscribe(inbox, cb=on_reply)
+    try:
+        await st.nc.publish(S.HEALTH_PING, b"", reply=inbox)
+        await st.nc.flush()
+        await asyncio.sleep(window)  # a gather window: replicas answer within it or not at all
+    finally:
+        await sub.unsubscribe()
+    return replies
+
+
+@router.get(
+    "/health",
+    summary="Gateway, NATS and worker replica health",
+    responses={200: {"content": {"application/json": {"example": EXAMPLE}}}, 503: {}},
+)
+async def health(st: State = Depends(state)) -> JSONResponse:
+    gateway = {
+        "status": "ok",
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": st.started_at.isoformat(),
+        "storage": st.storage.url,
+    }
+    nats_info: dict[str, Any] = {
+        "connected": st.nats_connected,
+        "url": redact_url(st.settings.nats.url),
+    }
+    if not st.nats_connected:
+        body = {
+            "status": "unavailable",
+            "error": "NATS unreachable",
+            "detail": f"the gateway cannot reach NATS at {nats_info['url']}; "
+            "workers cannot be asked for their health",
+            "gateway": gateway,
+            "nats": nats_info,
+        }
+        return JSONResponse(body, 503)
+    replies = await gather_replies(st, st.settings.gateway.health_timeout)
+    workers: dict[str, dict[str, Any]] = {k: {"replicas": 0, "instances": []} for k in KINDS}
+    for r in sorted(replies, key=lambda r: r.instance):
+        entry = workers.setdefault(r.kind, {"replicas": 0, "instances": []})
+        entry["replicas"] += 1
+        entry["instances"].append(r.model_dump(mode="json", exclude={"v", "kind"}))
+    ok = all(w["replicas"] > 0 for k, w in workers.items() if k in KINDS)
+    body = {
+        "status": "ok" if ok else "degraded",
+        "gateway": gateway,
+        "nats": nats_info,
+        "workers": workers,
+    }
+    return JSONResponse(body, 200)

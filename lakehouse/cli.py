@@ -1,0 +1,146 @@
+"""The ``lakehouse`` command: ``up``, ``gateway``, ``worker``, ``provision``, ``schemas``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lakehouse.config import Settings, load_settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (default ./lakehouse.toml).")
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **{k: v for k, v in overrides.items() if v})
+
+
+def _parse_replicas(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in values:
+        kind, sep, n = item.partition("=")
+        if not sep or not n.isdigit():
+            raise typer.BadParameter(f"expected kind=N, got {item!r}", param_hint="--replicas")
+        out[kind] = int(n)
+    return out
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="NATS store and file storage.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Gateway port (3110).")] = None,
+    nats_port: Annotated[int | None, typer.Option(help="Embedded NATS port (4222).")] = None,
+    storage: Annotated[str | None, typer.Option(help="file://DIR or s3://BUCKET.")] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="Use this NATS instead of starting one.")
+    ] = None,
+    replicas: Annotated[
+        list[str] | None, typer.Option(help="Processes per worker kind, e.g. query=2.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start NATS, the gateway and one process of each worker kind; Ctrl-C stops all."""
+    from lakehouse.logs import setup_logging
+    from lakehouse.supervisor import run_supervisor
+    from workers import KINDS
+
+    base = _settings(config)
+    reps = {**base.supervisor.replicas, **_parse_replicas(replicas or [])}
+    unknown = sorted(set(reps) - set(KINDS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown worker kind(s): {', '.join(unknown)}", param_hint="--replicas"
+        )
+    port = nats_port or base.supervisor.nats_port
+    overrides: dict[str, Any] = {
+        "data_dir": data_dir,
+        "gateway": {"port": http_port} if http_port else None,
+        "storage": {"url": storage} if storage else None,
+        "supervisor": {"nats_port": port, "replicas": reps},
+        "nats": {"url": nats_url or f"nats://127.0.0.1:{port}"},
+    }
+    settings = _settings(config, **overrides)
+    setup_logging(settings.log_level, settings.secret_values())
+    raise typer.Exit(run_supervisor(settings, list(KINDS), start_nats=nats_url is None))
+
+
+@app.command()
+def gateway(
+    host: Annotated[str | None, typer.Option(help="Bind address (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (3110).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from lakehouse.logs import setup_logging
+
+    gw: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v}
+    settings = _settings(config, gateway=gw or None)
+    setup_logging(settings.log_level, settings.secret_values())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def worker(
+    kind: Annotated[str, typer.Argument(help="Worker kind (or module:Class).")],
+    burst: Annotated[bool, typer.Option(help="Drain the queue, then exit.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Messages handled at once.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one worker process of KIND."""
+    from lakehouse.runtime import run_worker
+    from workers import resolve
+
+    try:
+        cls = resolve(kind)
+    except (KeyError, ImportError, AttributeError, TypeError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="KIND") from None
+    settings = _settings(config)
+    if concurrency:
+        settings.workers.concurrency[cls.kind] = concurrency
+    raise typer.Exit(run_worker(settings, cls, burst=burst))
+
+
+@app.command("provision")
+def provision_cmd(config: ConfigOpt = None) -> None:
+    """Create or update every JetStream stream (idempotent)."""
+    from lakehouse.bus import connect, provision
+
+    async def go() -> None:
+        nc = await connect(_settings(config), "lakehouse-cli", deadline=10)
+        report = await provision(nc.jetstream())
+        await nc.close()
+        for label, items in (("created", report.created), ("updated", report.updated)):
+            for item in items:
+                typer.echo(f"{label}: {item}")
+        typer.echo(f"unchanged: {len(report.unchanged)}")
+
+    asyncio.run(go())
+
+
+@app.command("schemas")
+def schemas_cmd(out: Annotated[Path, typer.Argument()] = Path("schemas/json")) -> None:
+    """Write the JSON Schema of every message to OUT."""
+    from schemas.export import main as export
+
+    raise typer.Exit(export([str(out)]))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,172 @@
+"""One Settings object: defaults -> lakehouse.toml -> LAKEHOUSE_* env -> CLI flags.
+
+Nested fields use ``__`` in environment variables, e.g. ``LAKEHOUSE_NATS__URL`` or
+``LAKEHOUSE_STORAGE__S3_SECRET_KEY``. The config file is ``./lakehouse.toml`` unless
+``LAKEHOUSE_CONFIG`` or ``--config`` names another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class NatsSettings(BaseModel):
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    creds_file: Path | None = Field(None, description="NATS .creds file (JWT + nkey seed).")
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+
+
+class StorageSettings(BaseModel):
+    url: str | None = Field(
+        None, description="file://DIR or s3://BUCKET; default file://<data_dir>/objects."
+    )
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (MinIO, SeaweedFS, ...).")
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_part_size: int = Field(8 * MiB, description="Multipart part size in bytes (>= 5 MiB).")
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 3110
+    max_put_bytes: int = Field(GiB, description="Largest PUT /v1/storage body, in bytes.")
+    max_concurrent_puts: int = Field(4, description="Concurrent storage PUTs before 503.")
+    health_timeout: float = Field(0.5, description="Seconds to gather worker health replies.")
+
+
+class WorkerSettings(BaseModel):
+    concurrency: dict[str, int] = Field(
+        default_factory=dict, description="Messages handled at once per process, by worker kind."
+    )
+    default_concurrency: int = 2
+    max_deliver: int = Field(5, description="Deliveries before a message is dead-lettered.")
+    ack_wait: float = Field(30.0, description="Seconds before an unacked message is redelivered.")
+    backoff_base: float = Field(1.0, description="First nak delay in seconds; doubles per try.")
+    backoff_max: float = 30.0
+    dlq_inline_max: int = Field(256 * 1024, description="Larger DLQ payloads go to storage.")
+
+    def concurrency_for(self, kind: str) -> int:
+        return max(1, self.concurrency.get(kind, self.default_concurrency))
+
+
+class SupervisorSettings(BaseModel):
+    nats_port: int = 4222
+    replicas: dict[str, int] = Field(default_factory=dict, description="Processes per worker kind.")
+    restart_backoff_max: float = 30.0
+    stop_timeout: float = Field(30.0, description="Seconds a child gets to drain before SIGKILL.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_",
+        env_nested_delimiter="__",
+        toml_file="lakehouse.toml",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(Path("./data"), description="NATS store and file storage live here.")
+    log_level: str = "INFO"
+    nats: NatsSettings = NatsSettings()
+    storage: StorageSettings = StorageSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    workers: WorkerSettings = WorkerSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: CLI flags (init), environment, the TOML file, defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"file://{(self.data_dir / 'objects').as_posix()}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for log redaction."""
+        found = [
+            s.get_secret_value()
+            for s in (
+                self.nats.password,
+                self.nats.token,
+                self.storage.s3_access_key,
+                self.storage.s3_secret_key,
+            )
+            if s is not None and s.get_secret_value()
+        ]
+        pw = urlsplit(self.nats.url.split(",")[0]).password
+        if pw:
+            found.append(pw)
+        return found
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings, with ``overrides`` (CLI flags, nested dicts allowed) winning."""
+    path = Path(config_file or os.environ.get("LAKEHOUSE_CONFIG", "lakehouse.toml"))
+
+    class _Settings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return _Settings(**clean)
+
+
+def redact_url(url: str) -> str:
+    """``nats://user:pw@host`` -> ``nats://user:***@host`` (each of a comma-separated list)."""
+    out = []
+    for part in url.split(","):
+        p = urlsplit(part.strip())
+        if p.password is not None or (p.username and "@" in p.netloc):
+            host = p.netloc.rsplit("@", 1)[1]
+            user = p.username or ""
+            netloc = f"{user}:***@{host}" if p.password is not None else f"***@{host}"
+            part = urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+        out.append(part)
+    return ",".join(out)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child process see the same settings as ``settings``."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(f"{prefix}__{name.upper()}", getattr(value, name))
+        elif isinstance(value, SecretStr):
+            env[prefix] = value.get_secret_value()
+        elif isinstance(value, dict):
+            import json
+
+            env[prefix] = json.dumps(value)
+        elif value is not None:
+            env[prefix] = str(value)
+
+    for name in Settings.model_fields:
+        walk(f"LAKEHOUSE_{name.upper()}", getattr(settings, name))
+    return env

@@ -1,0 +1,75 @@
+"""The few exceptions that decide HTTP status codes and message ack decisions.
+
+Workers raise :class:`RetryLater` (nak with backoff) or :class:`Permanent` (term + dead letter);
+any other exception is treated as transient. The gateway maps every :class:`LakehouseError`
+to ``{"error": ..., "detail": ...}`` with its ``status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LakehouseError(Exception):
+    status = 500
+    error = "internal error"
+
+    def __init__(self, detail: Any = None, *, error: str | None = None) -> None:
+        self.detail = detail
+        if error is not None:
+            self.error = error
+        super().__init__(f"{self.error}: {detail}" if detail is not None else self.error)
+
+
+class BadRequest(LakehouseError):
+    status = 400
+    error = "bad request"
+
+
+class Forbidden(LakehouseError):
+    status = 403
+    error = "forbidden"
+
+
+class NotFound(LakehouseError):
+    status = 404
+    error = "not found"
+
+
+class Conflict(LakehouseError):
+    status = 409
+    error = "conflict"
+
+
+class TooLarge(LakehouseError):
+    status = 413
+    error = "payload too large"
+
+
+class Busy(LakehouseError):
+    """Temporarily over capacity; the client should retry after ``retry_after`` seconds."""
+
+    status = 503
+    error = "busy"
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(LakehouseError):
+    status = 503
+    error = "service unavailable"
+
+
+class Timeout(LakehouseError):
+    status = 504
+    error = "timeout"
+
+
+class RetryLater(Exception):
+    """Transient failure: nak the message and redeliver after a backoff."""
+
+
+class Permanent(Exception):
+    """The message can never succeed: term it and dead-letter it with this reason."""

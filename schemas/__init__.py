@@ -1,0 +1,1 @@
+"""Message models and subject names: the public contract on NATS."""

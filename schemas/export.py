@@ -1,0 +1,38 @@
+"""Export JSON Schema for every message model: ``python -m schemas.export DIR``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas import messages
+
+
+def models() -> dict[str, type[BaseModel]]:
+    """Every message model, by name."""
+    found: dict[str, type[BaseModel]] = {}
+    for module in (messages,):
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
+                if obj.__module__ == module.__name__ and name != "Message":
+                    found[name] = obj
+    return found
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    return {name: model.model_json_schema() for name, model in models().items()}
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "schemas/json")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / f"{name}.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,77 @@
+"""Every NATS subject and stream name used by the project, in one place.
+
+Dataset and index names are subject tokens and SQL identifiers: ``[A-Za-z0-9_-]{1,128}``.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "lakehouse"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+# JetStream work queue: gateway, upstream -> ingest workers.
+INGEST_REQUESTS = f"{PREFIX}.ingest.requests"
+# Request/reply: ingest worker, gateway -> catalog worker.
+CATALOG_REGISTER = f"{PREFIX}.catalog.register"
+# JetStream, full history: catalog worker -> query workers, anyone.
+CATALOG_EVENTS_PREFIX = f"{PREFIX}.catalog.events"
+# Request/reply: gateway -> query workers.
+QUERY_SQL = f"{PREFIX}.query.sql"
+# JetStream work queue: gateway, ingest worker, upstream -> embed workers.
+EMBED_REQUESTS_PREFIX = f"{PREFIX}.embed.requests"
+# Request/reply: gateway -> embed workers (query-time, cached).
+EMBED_TEXT = f"{PREFIX}.embed.text"
+# JetStream, replayable: embed workers, upstream -> the vector worker owning a partition.
+VECTORS_PREFIX = f"{PREFIX}.vectors"
+# Scatter/gather: gateway -> every partition owner.
+SEARCH_PREFIX = f"{PREFIX}.search"
+# Job status updates: workers -> gateway, CLI.
+JOBS_PREFIX = f"{PREFIX}.jobs"
+# JetStream: any worker -> operators.
+DLQ_PREFIX = f"{PREFIX}.dlq"
+# Core NATS, no queue group: every live process answers with its HealthReply.
+HEALTH_PING = f"{PREFIX}.health.ping"
+
+# Stream names.
+STREAM_INGEST = "LAKEHOUSE_INGEST"
+STREAM_CATALOG = "LAKEHOUSE_CATALOG"
+STREAM_EMBED = "LAKEHOUSE_EMBED"
+STREAM_VECTORS = "LAKEHOUSE_VECTORS"
+STREAM_JOBS = "LAKEHOUSE_JOBS"
+STREAM_DLQ = "LAKEHOUSE_DLQ"
+
+
+def valid_name(name: str) -> bool:
+    """True when ``name`` may be used as a dataset or index name."""
+    return bool(NAME_RE.match(name))
+
+
+def catalog_events(dataset: str) -> str:
+    return f"{CATALOG_EVENTS_PREFIX}.{dataset}"
+
+
+def embed_requests(index: str) -> str:
+    return f"{EMBED_REQUESTS_PREFIX}.{index}"
+
+
+def vectors(index: str, partition: int) -> str:
+    return f"{VECTORS_PREFIX}.{index}.{partition}"
+
+
+def search(index: str) -> str:
+    return f"{SEARCH_PREFIX}.{index}"
+
+
+def job(job_id: str) -> str:
+    return f"{JOBS_PREFIX}.{job_id}"
+
+
+def dlq(kind: str) -> str:
+    return f"{DLQ_PREFIX}.{kind}"
+
+
+def all_under(prefix: str) -> str:
+    """The wildcard subject covering every subject under ``prefix``."""
+    return f"{prefix}.>"

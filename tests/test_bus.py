@@ -1,0 +1,55 @@
+"""Provisioning from one declaration, and JetStream de-duplication, on a real nats-server."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nats
+
+from lakehouse.bus import STREAMS, ConsumerSpec, provision
+from schemas import subjects as S
+from tests.support.servers import NatsServer
+
+
+async def test_provision_is_idempotent_and_updates_changes(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    consumer = ConsumerSpec(S.STREAM_INGEST, "ingest", S.INGEST_REQUESTS, ack_wait=30)
+    first = await provision(js, STREAMS, [consumer])
+    assert len(first.created) == len(STREAMS) + 1 and not first.updated
+    created = {s.name: (await js.stream_info(s.name)).created for s in STREAMS}
+
+    second = await provision(js, STREAMS, [consumer])
+    assert not second.created and not second.updated
+    assert len(second.unchanged) == len(STREAMS) + 1
+    assert {s.name: (await js.stream_info(s.name)).created for s in STREAMS} == created
+
+    changed_streams = [
+        dataclasses.replace(s, max_age=3600.0) if s.name == S.STREAM_DLQ else s for s in STREAMS
+    ]
+    changed_consumer = dataclasses.replace(consumer, ack_wait=45)
+    third = await provision(js, changed_streams, [changed_consumer])
+    assert not third.created
+    assert len(third.updated) == 2, third.updated
+    assert (await js.stream_info(S.STREAM_DLQ)).config.max_age == 3600.0
+    assert (await js.consumer_info(S.STREAM_INGEST, "ingest")).config.ack_wait == 45
+    names = [s.config.name async for s in _streams(js)]
+    assert sorted(names) == sorted(s.name for s in STREAMS)  # updated, not duplicated
+    await nc.close()
+
+
+async def _streams(js):  # type: ignore[no-untyped-def]
+    for info in await js.streams_info():
+        yield info
+
+
+async def test_same_msg_id_is_stored_once(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await provision(js)
+    hdr = {"Nats-Msg-Id": "job-123"}
+    a = await js.publish(S.INGEST_REQUESTS, b"{}", headers=hdr)
+    b = await js.publish(S.INGEST_REQUESTS, b"{}", headers=hdr)
+    assert not a.duplicate and b.duplicate and a.seq == b.seq
+    assert (await js.stream_info(S.STREAM_INGEST)).state.messages == 1
+    await nc.close()
