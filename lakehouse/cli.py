@@ -45,16 +45,25 @@ def up(
     replicas: Annotated[
         list[str] | None, typer.Option(help="Processes per worker kind, e.g. query=2.")
     ] = None,
+    workers: Annotated[
+        str | None, typer.Option(help="Comma-separated worker kinds to run (default: all).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start NATS, the gateway and one process of each worker kind; Ctrl-C stops all."""
     from lakehouse.logs import setup_logging
     from lakehouse.supervisor import run_supervisor
-    from workers import KINDS
+    from workers import KINDS, resolve
 
     base = _settings(config)
+    kinds = [k.strip() for k in workers.split(",") if k.strip()] if workers else list(KINDS)
+    for kind in kinds:
+        try:
+            resolve(kind)
+        except (KeyError, ImportError, AttributeError, TypeError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--workers") from None
     reps = {**base.supervisor.replicas, **_parse_replicas(replicas or [])}
-    unknown = sorted(set(reps) - set(KINDS))
+    unknown = sorted(set(reps) - set(kinds))
     if unknown:
         raise typer.BadParameter(
             f"unknown worker kind(s): {', '.join(unknown)}", param_hint="--replicas"
@@ -69,7 +78,7 @@ def up(
     }
     settings = _settings(config, **overrides)
     setup_logging(settings.log_level, settings.secret_values())
-    raise typer.Exit(run_supervisor(settings, list(KINDS), start_nats=nats_url is None))
+    raise typer.Exit(run_supervisor(settings, kinds, start_nats=nats_url is None))
 
 
 @app.command()

@@ -44,7 +44,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test: its own data dir; ``backend='s3'`` gives a fresh bucket."""
 
     def factory(
-        nats: NatsServer | None = None,
+        server: NatsServer | None = None,
         backend: str = "file",
         seaweed: SeaweedS3 | None = None,
         **kw: Any,
@@ -62,7 +62,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         overrides: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "storage": storage or None,
-            "nats": {"url": nats.url} if nats else None,
+            "nats": {"url": server.url} if server else None,
             "workers": {"ack_wait": 2.0, "backoff_base": 0.05, "backoff_max": 0.2},
         }
         for key, value in kw.items():

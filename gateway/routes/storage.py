@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from gateway.routes import state
 from lakehouse.errors import BadRequest, Busy, TooLarge
@@ -20,6 +21,21 @@ if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(prefix="/v1/storage", tags=["storage"])
+
+
+class KeyConvertor(Convertor[str]):
+    """Like ``path`` but also matching CR/LF, so such keys get 400 (invalid key), not 404."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("objkey", KeyConvertor())
 
 
 def _info(o: ObjectInfo) -> dict[str, Any]:
@@ -62,7 +78,7 @@ async def list_objects(
 
 
 @router.put(
-    "/{key:path}",
+    "/{key:objkey}",
     summary="Store an object (streamed; atomic)",
     responses={
         200: {"content": {"application/json": {"example": {"key": "a/b.csv", "size": 3}}}},
@@ -86,7 +102,7 @@ async def put_object(key: str, request: Request, st: State = Depends(state)) -> 
     return _info(info)
 
 
-@router.get("/{key:path}", summary="Fetch an object (streamed)", response_class=StreamingResponse)
+@router.get("/{key:objkey}", summary="Fetch an object (streamed)", response_class=StreamingResponse)
 async def get_object(key: str, st: State = Depends(state)) -> StreamingResponse:
     info, body = await st.storage.open(key)
     return StreamingResponse(
@@ -96,7 +112,7 @@ async def get_object(key: str, st: State = Depends(state)) -> StreamingResponse:
     )
 
 
-@router.delete("/{key:path}", status_code=204, summary="Delete an object (idempotent)")
+@router.delete("/{key:objkey}", status_code=204, summary="Delete an object (idempotent)")
 async def delete_object(key: str, st: State = Depends(state)) -> Response:
     await st.storage.delete(key)
     return Response(status_code=204)

@@ -1,0 +1,47 @@
+"""The README's commands are the ones CI runs, and its examples work against a real gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+
+from lakehouse.config import Settings
+from lakehouse.procs import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def blocks(tag: str) -> list[str]:
+    return re.findall(rf"```{tag}\n(.*?)```", README, flags=re.S)
+
+
+def test_two_commands_and_ci_runs_the_same() -> None:
+    first = blocks("sh")[0]
+    assert [line.split("#")[0].strip() for line in first.strip().splitlines()] == [
+        "make run",
+        "make test",
+    ]
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^run: install\n\t\$\(BIN\)/lakehouse up$", makefile, flags=re.M)
+    assert re.search(r"^test: lint\n\t\$\(BIN\)/pytest", makefile, flags=re.M)
+
+
+def test_storage_examples_run(
+    make_settings: Callable[..., Settings], gateway: Callable[[Settings], str]
+) -> None:
+    base = gateway(make_settings())
+    [example] = [b for b in blocks("sh example") if "/v1/storage" in b]
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example],
+        env={**os.environ, "BASE": base},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "1,Alice" in out.stdout
+    assert '"docs/sample.csv"' in out.stdout
