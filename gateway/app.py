@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from gateway import errors
-from gateway.routes import health, storage
+from gateway.routes import catalog, health, ingest, sql, storage
 from lakehouse import __version__
 from lakehouse.bus import connect
-from lakehouse.config import Settings, load_settings
+from lakehouse.config import Settings, load_settings, redact_url
+from lakehouse.errors import Unavailable
 from lakehouse.storage import Storage, open_storage
 
 log = logging.getLogger("gateway")
@@ -35,9 +36,19 @@ class State:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     put_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
+    catalog_seq: int = 0  # newest catalog event this gateway has seen (read-your-writes)
+
     @property
     def nats_connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
+
+    def require_nats(self) -> NATS:
+        if self.nc is None or not self.nc.is_connected:
+            raise Unavailable(f"NATS is unreachable at {redact_url(self.settings.nats.url)}")
+        return self.nc
+
+    def saw_catalog_seq(self, seq: int) -> None:
+        self.catalog_seq = max(self.catalog_seq, seq)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,4 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(storage.router)
+    app.include_router(catalog.router)
+    app.include_router(ingest.router)
+    app.include_router(sql.router)
     return app

@@ -143,6 +143,75 @@ def provision_cmd(config: ConfigOpt = None) -> None:
     asyncio.run(go())
 
 
+@app.command()
+def gc(
+    grace: Annotated[
+        float | None, typer.Option(help="Keep unreferenced objects younger than this (s).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete data objects that no dataset references (older than the grace period)."""
+    from lakehouse.bus import connect
+    from lakehouse.gc import sweep
+    from lakehouse.storage import open_storage
+
+    settings = _settings(config)
+
+    async def go() -> None:
+        nc = await connect(settings, "lakehouse-gc", deadline=10)
+        storage = open_storage(settings)
+        g = settings.catalog.gc_grace if grace is None else grace
+        report = await sweep(nc.jetstream(), storage, g, dry_run=dry_run)
+        await nc.close()
+        for key in report.deleted:
+            typer.echo(f"{'would delete' if dry_run else 'deleted'}: {key}")
+        typer.echo(
+            f"scanned {report.scanned}, referenced {report.referenced}, "
+            f"kept (younger than grace) {report.kept_young}, deleted {len(report.deleted)}"
+        )
+
+    asyncio.run(go())
+
+
+catalog_app = typer.Typer(help="Catalog maintenance.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("restore")
+def catalog_restore(config: ConfigOpt = None) -> None:
+    """Rebuild the catalog stream from the manifests mirrored under _catalog/ in storage."""
+    from lakehouse import catalog
+    from lakehouse.bus import connect, provision
+    from lakehouse.storage import open_storage
+
+    settings = _settings(config)
+
+    async def go() -> None:
+        nc = await connect(settings, "lakehouse-restore", deadline=10)
+        await provision(nc.jetstream())
+        names = await catalog.restore(nc.jetstream(), open_storage(settings))
+        await nc.close()
+        typer.echo(f"restored {len(names)} dataset(s): {', '.join(names) or '-'}")
+
+    asyncio.run(go())
+
+
+@app.command("gen-workers")
+def gen_workers(
+    rows: Annotated[int, typer.Option(help="Rows to generate.")] = 500_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 42,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output CSV path.")] = Path(
+        "workers.csv"
+    ),
+) -> None:
+    """Write a deterministic staffing CSV (18 columns, multi-line resumes)."""
+    from lakehouse.gen import generate
+
+    size = generate(out, rows, seed)
+    typer.echo(f"wrote {rows} rows, {size / (1 << 20):.1f} MiB to {out}")
+
+
 @app.command("schemas")
 def schemas_cmd(out: Annotated[Path, typer.Argument()] = Path("schemas/json")) -> None:
     """Write the JSON Schema of every message to OUT."""

@@ -68,6 +68,26 @@ class WorkerSettings(BaseModel):
         return max(1, self.concurrency.get(kind, self.default_concurrency))
 
 
+class IngestSettings(BaseModel):
+    max_upload_bytes: int = Field(4 * GiB, description="Largest POST /v1/ingest body (413).")
+    wait: float = Field(120.0, description="Seconds /v1/ingest waits before answering 202.")
+    sample_rows: int = Field(1000, description="Rows sampled for schema inference.")
+
+
+class CatalogSettings(BaseModel):
+    gc_interval: float = Field(3600.0, description="Seconds between orphan sweeps; 0 = off.")
+    gc_grace: float = Field(3600.0, description="Unreferenced objects younger than this stay.")
+
+
+class QuerySettings(BaseModel):
+    max_rows: int = Field(100_000, description="Rows returned before truncated: true.")
+    timeout: float = Field(30.0, description="Statement timeout in seconds (504 after).")
+    read_your_writes_wait: float = Field(
+        2.0, description="Longest wait for a catalog event a request depends on."
+    )
+    threads: int | None = Field(None, description="DuckDB threads (default: all cores).")
+
+
 class SupervisorSettings(BaseModel):
     nats_port: int = 4222
     replicas: dict[str, int] = Field(default_factory=dict, description="Processes per worker kind.")
@@ -89,6 +109,9 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     gateway: GatewaySettings = GatewaySettings()
     workers: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    query: QuerySettings = QuerySettings()
     supervisor: SupervisorSettings = SupervisorSettings()
 
     @classmethod

@@ -72,4 +72,12 @@ class RetryLater(Exception):
 
 
 class Permanent(Exception):
-    """The message can never succeed: term it and dead-letter it with this reason."""
+    """The message can never succeed: term it and dead-letter it with this reason.
+
+    ``status``/``error`` say what the failure means to a client (e.g. 400 "invalid CSV")."""
+
+    def __init__(self, detail: str, *, status: int = 400, error: str = "failed") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.error = error

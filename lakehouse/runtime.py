@@ -30,8 +30,9 @@ from nats.js import JetStreamContext
 
 from lakehouse.bus import STREAMS, ConsumerSpec, StreamSpec, connect, provision
 from lakehouse.config import Settings
-from lakehouse.errors import LakehouseError, Permanent
+from lakehouse.errors import Permanent
 from lakehouse.logs import setup_logging
+from lakehouse.rpc import error_reply, respond
 from lakehouse.storage import Storage, open_storage
 from schemas import subjects as S
 from schemas.messages import DeadLetter, HealthReply
@@ -52,11 +53,13 @@ class Consume:
 
 @dataclass(frozen=True)
 class Serve:
-    """Answer requests on a core-NATS subject (one replica per request, by queue group)."""
+    """Answer requests on a core-NATS subject (one replica per request, by queue group).
+    Up to ``concurrency`` requests run at once (default: the kind's concurrency)."""
 
     subject: str
     handler: ReplyHandler
     queue: bool = True
+    concurrency: int | None = None
 
 
 class Worker:
@@ -83,6 +86,9 @@ class Worker:
     async def teardown(self) -> None:
         """Close state (after in-flight work finished)."""
 
+    async def dead_lettered(self, msg: Msg, failure: Permanent) -> None:
+        """Called after a message was dead-lettered (e.g. to mark its job failed)."""
+
 
 class Runtime:
     def __init__(self, settings: Settings, worker_cls: type[Worker], *, burst: bool = False):
@@ -100,6 +106,7 @@ class Runtime:
         self.in_flight = 0
         self.outcomes: Counter[str] = Counter()
         self._stop = asyncio.Event()
+        self._service_tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -137,6 +144,8 @@ class Runtime:
         rc = await self._wait(loops)
         for sub in subs:
             await sub.drain()
+        if self._service_tasks:
+            await asyncio.wait(self._service_tasks)
         await self.worker.teardown()
         await self.storage.close()
         await self.nc.drain()
@@ -222,7 +231,7 @@ class Runtime:
             await msg.ack_sync(timeout=5)
         except Permanent as exc:
             error = str(exc) or type(exc).__name__
-            outcome = await self._dead_letter(spec, msg, error, permanent=True)
+            outcome = await self._dead_letter(spec, msg, error, permanent=True, failure=exc)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -255,7 +264,13 @@ class Runtime:
             await _quietly(msg.in_progress())
 
     async def _dead_letter(
-        self, spec: ConsumerSpec, msg: Msg, error: str, *, permanent: bool
+        self,
+        spec: ConsumerSpec,
+        msg: Msg,
+        error: str,
+        *,
+        permanent: bool,
+        failure: Permanent | None = None,
     ) -> str:
         md = msg.metadata
         seq = md.sequence.stream
@@ -288,23 +303,33 @@ class Runtime:
             await _quietly(msg.nak(delay=self.backoff(md.num_delivered)))
             return "retry"
         await _quietly(msg.term())
+        try:
+            await self.worker.dead_lettered(
+                msg, failure or Permanent(error, status=500, error="gave up after retries")
+            )
+        except Exception as exc:
+            log.error("dead-letter hook failed", extra={"error": _describe(exc)})
         return "dead-lettered"
 
     # ---- core NATS -------------------------------------------------------------------
     def _serve(self, svc: Serve) -> Callable[[Msg], Awaitable[None]]:
-        async def cb(msg: Msg) -> None:
+        slots = asyncio.Semaphore(svc.concurrency or self.concurrency)
+
+        async def handle(msg: Msg) -> None:
             started = time.monotonic()
             self.in_flight += 1
             outcome = "ok"
+            headers: dict[str, str] | None = None
             try:
                 body = await svc.handler(msg)
             except Exception as exc:
                 outcome = "error"
-                body = error_reply(exc)
+                body, headers = error_reply(exc)
             finally:
                 self.in_flight -= 1
+                slots.release()
             if msg.reply:
-                await _quietly(msg.respond(body))
+                await _quietly(respond(self.nc, msg.reply, body, headers))
             self.outcomes[outcome] += 1
             log.info(
                 "handled",
@@ -315,6 +340,12 @@ class Runtime:
                     "duration_ms": round((time.monotonic() - started) * 1000, 2),
                 },
             )
+
+        async def cb(msg: Msg) -> None:
+            await slots.acquire()  # backpressure: the subscription waits for a free slot
+            task = asyncio.create_task(handle(msg))
+            self._service_tasks.add(task)
+            task.add_done_callback(self._service_tasks.discard)
 
         return cb
 
@@ -329,18 +360,6 @@ class Runtime:
         )
         if msg.reply:
             await _quietly(msg.respond(reply.model_dump_json().encode()))
-
-
-def error_reply(exc: BaseException) -> bytes:
-    """A request/reply error body the gateway turns back into the same HTTP error."""
-    import json
-
-    if isinstance(exc, LakehouseError):
-        return json.dumps(
-            {"error": exc.error, "detail": exc.detail, "status": exc.status}, default=str
-        ).encode()
-    log.exception("request handler failed", exc_info=exc)
-    return json.dumps({"error": "internal error", "detail": _describe(exc), "status": 500}).encode()
 
 
 def _describe(exc: BaseException) -> str:

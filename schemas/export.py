@@ -8,13 +8,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas import messages
+from schemas import catalog, ingest, messages, query
 
 
 def models() -> dict[str, type[BaseModel]]:
     """Every message model, by name."""
     found: dict[str, type[BaseModel]] = {}
-    for module in (messages,):
+    for module in (messages, catalog, ingest, query):
         for name, obj in vars(module).items():
             if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
                 if obj.__module__ == module.__name__ and name != "Message":

@@ -15,6 +15,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 INGEST_REQUESTS = f"{PREFIX}.ingest.requests"
 # Request/reply: ingest worker, gateway -> catalog worker.
 CATALOG_REGISTER = f"{PREFIX}.catalog.register"
+# Request/reply: gateway -> catalog worker (reads and deletes).
+CATALOG_GET = f"{PREFIX}.catalog.get"
+CATALOG_LIST = f"{PREFIX}.catalog.list"
+CATALOG_HISTORY = f"{PREFIX}.catalog.history"
+CATALOG_DELETE = f"{PREFIX}.catalog.delete"
 # JetStream, full history: catalog worker -> query workers, anyone.
 CATALOG_EVENTS_PREFIX = f"{PREFIX}.catalog.events"
 # Request/reply: gateway -> query workers.

@@ -10,7 +10,11 @@ import importlib
 
 from lakehouse.runtime import Worker
 
-KINDS: dict[str, str] = {}
+KINDS: dict[str, str] = {
+    "catalog": "workers.catalog:CatalogWorker",
+    "ingest": "workers.ingest:IngestWorker",
+    "query": "workers.query:QueryWorker",
+}
 
 
 def resolve(kind: str) -> type[Worker]:

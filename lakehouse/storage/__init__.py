@@ -112,6 +112,10 @@ class Storage(abc.ABC):
                 await asyncio.to_thread(fh.write, chunk)
         return info
 
+    def local_path(self, key: str) -> Path | None:
+        """The object's file when the backend keeps objects on this machine, else None."""
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -92,6 +92,9 @@ class FileStorage(Storage):
 
         return info, body()
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     async def stat(self, key: str) -> ObjectInfo:
         return self._info(key, self._path(key))
 

@@ -1,0 +1,63 @@
+"""``POST /v1/sql``: one SELECT over the registered datasets (request/reply to a query worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from gateway.routes import state
+from lakehouse.rpc import call
+from schemas import subjects as S
+from schemas.query import SqlRequest
+
+if TYPE_CHECKING:
+    from gateway.app import State
+
+router = APIRouter(tags=["sql"])
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+class SqlBody(BaseModel):
+    sql: str = Field(description="One SELECT statement.", examples=["SELECT count(*) FROM workers"])
+
+
+@router.post(
+    "/v1/sql",
+    summary="Run one SELECT (JSON, or Arrow IPC with Accept: application/vnd.apache.arrow.stream)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "columns": [{"name": "n", "type": "BIGINT"}],
+                        "rows": [[5]],
+                        "row_count": 1,
+                        "truncated": False,
+                    }
+                },
+                ARROW: {},
+            }
+        },
+        400: {"description": "SQL error (DuckDB's message) or more than one statement."},
+        403: {"description": "Not a SELECT, or file/URL access outside the datasets."},
+        504: {"description": "Statement timeout."},
+    },
+)
+async def sql(body: SqlBody, request: Request, st: State = Depends(state)) -> Response:
+    arrow = ARROW in request.headers.get("accept", "")
+    req = SqlRequest(
+        sql=body.sql, format="arrow" if arrow else "json", min_catalog_seq=st.catalog_seq
+    )
+    qs = st.settings.query
+    raw = await call(
+        st.require_nats(),
+        S.QUERY_SQL,
+        req,
+        timeout=qs.timeout + qs.read_your_writes_wait + 5,
+        what="query",
+    )
+    return Response(raw, media_type=ARROW if arrow else "application/json")

@@ -1,0 +1,70 @@
+"""Ingest requests and job status (``lakehouse.ingest.requests``, ``lakehouse.jobs.<id>``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from schemas.catalog import Mode
+from schemas.messages import Message
+
+
+class IngestRequest(Message):
+    """Turn a CSV already in storage into a registered dataset (claim check: the CSV never
+    travels inline). Publish with ``Nats-Msg-Id: <job_id>``."""
+
+    job_id: str = Field(
+        description="Unique job id; status streams on lakehouse.jobs.<job_id>.",
+        examples=["5b1e0c8a9f2d4c7e8a1b2c3d4e5f6a7b"],
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    )
+    name: str = Field(description="Dataset name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
+    source_key: str = Field(
+        description="Storage key of the uploaded CSV.", examples=["staging/5b1e0c8a.csv"]
+    )
+    mode: Mode = Field("replace", description="replace (default) or append (same schema).")
+    delete_source: bool = Field(
+        False, description="Delete the CSV once the job ends (the gateway's staged uploads)."
+    )
+
+
+class IngestResult(BaseModel):
+    """What a finished ingest returns (the seed's D4 response plus catalog details)."""
+
+    dataset_id: str = Field(description="UUIDv5 of the name.")
+    name: str = Field(description="Dataset name.", examples=["workers"])
+    row_count: int = Field(description="Rows in this ingest's file.", examples=[500_000])
+    existing: bool = Field(description="True when the dataset already existed.")
+    fingerprint: str = Field(description="Schema fingerprint.")
+    key: str = Field(description="Storage key of the Parquet object written.")
+    mode: Mode = Field(description="replace or append.")
+    revision: int = Field(description="Catalog revision after this ingest.", examples=[1])
+    dataset_rows: int = Field(description="Rows in the whole dataset after this ingest.")
+    widened: list[str] = Field(
+        default_factory=list, description="Columns widened to string after the sample."
+    )
+    catalog_seq: int = Field(description="Catalog event sequence (read-your-writes token).")
+
+
+class JobError(BaseModel):
+    status: int = Field(description="HTTP status the failure maps to.", examples=[400])
+    error: str = Field(description="Short error.", examples=["invalid CSV"])
+    detail: Any = Field(None, description="What went wrong, naming row/column where possible.")
+
+
+class JobStatus(Message):
+    """One update on ``lakehouse.jobs.<job_id>``; the last one is the job's state."""
+
+    job_id: str = Field(description="Job id.")
+    kind: str = Field("ingest", description="What kind of job.")
+    state: Literal["queued", "running", "succeeded", "failed"] = Field(description="State.")
+    progress_rows: int = Field(0, description="Rows processed so far.")
+    result: IngestResult | None = Field(None, description="Set when succeeded.")
+    error: JobError | None = Field(None, description="Set when failed.")
+    updated_at: datetime = Field(description="When this update was made (UTC).")
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("succeeded", "failed")

@@ -1,0 +1,209 @@
+"""Query worker: DuckDB views that follow catalog events as they arrive; sandboxed SQL.
+
+On start it subscribes to the catalog stream with "last per subject" delivery, which replays
+each dataset's current state and then every new event, so views are created, replaced and
+dropped with no timer. Objects on S3 are copied once into a local cache (they are immutable,
+so the cache never goes stale); objects on the file backend are read in place. User SQL runs
+on its own cursor in a thread, limited to one SELECT, with file access confined to the
+datasets' objects, a row cap and a statement timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from lakehouse.errors import BadRequest, Forbidden, LakehouseError, Timeout
+from lakehouse.runtime import Serve, Worker
+from lakehouse.sqljson import table_rows
+from schemas import subjects as S
+from schemas.catalog import CatalogEvent, Manifest
+from schemas.query import SqlRequest
+from workers.catalog import parse
+
+log = logging.getLogger("workers.query")
+
+DUCK_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN", "string": "VARCHAR"}
+ALLOWED = {"SELECT"}
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class QueryWorker(Worker):
+    kind = "query"
+
+    def serves(self) -> list[Serve]:
+        return [Serve(S.QUERY_SQL, self.sql)]
+
+    async def setup(self) -> None:
+        st = self.rt.settings
+        self.applied_seq = 0
+        self.applied = asyncio.Condition()
+        self.view_errors = 0
+        root = self.rt.storage.local_path("datasets/x")
+        if root is not None:
+            self.cache: Path | None = None
+            allowed = root.parent  # <root>/datasets/: staging and _catalog stay unreadable
+        else:
+            self.cache = (st.data_dir / "cache" / "objects").resolve()
+            allowed = self.cache
+        allowed.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {"threads": st.query.threads} if st.query.threads else {}
+        self.db = duckdb.connect(":memory:", config=config)
+        self.db.execute(f"SET allowed_directories = [{literal(str(allowed) + '/')}]")
+        self.db.execute("SET enable_external_access = false")
+        self.db.execute("SET autoinstall_known_extensions = false")
+        self.db.execute("SET autoload_known_extensions = false")
+        self.db.execute("SET lock_configuration = true")
+        self.sub = await self.rt.js.subscribe(
+            S.all_under(S.CATALOG_EVENTS_PREFIX),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            cb=self.on_event,
+        )
+
+    async def teardown(self) -> None:
+        await self.sub.unsubscribe()
+        self.db.close()
+
+    # ---- catalog events -> views ------------------------------------------------------
+    async def on_event(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        try:
+            event = CatalogEvent.model_validate_json(msg.data)
+            if event.type == "registered" and event.manifest is not None:
+                await self.create_view(event.manifest)
+            else:
+                self.db.execute(f"DROP VIEW IF EXISTS {ident(event.name)}")
+            log.info("view updated", extra={"dataset": event.name, "event": event.type, "seq": seq})
+        except Exception as exc:  # one bad manifest must not block the others
+            self.view_errors += 1
+            log.error("view update failed", extra={"subject": msg.subject, "error": str(exc)})
+        async with self.applied:
+            self.applied_seq = max(self.applied_seq, seq)
+            self.applied.notify_all()
+
+    async def object_path(self, key: str) -> str:
+        local = self.rt.storage.local_path(key)
+        if local is not None:
+            return str(local)
+        assert self.cache is not None
+        path = self.cache / key
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            await self.rt.storage.get_file(key, tmp)
+            tmp.replace(path)  # immutable objects: once here, always valid
+        return str(path)
+
+    async def create_view(self, m: Manifest) -> None:
+        if m.objects:
+            paths = [await self.object_path(o.key) for o in m.objects]
+            source = f"read_parquet([{', '.join(literal(p) for p in paths)}])"
+            body = f"SELECT * FROM {source}"
+        else:
+            cols = ", ".join(f"NULL::{DUCK_TYPES[c.type]} AS {ident(c.name)}" for c in m.columns)
+            body = f"SELECT {cols} WHERE false"
+        self.db.execute(f"CREATE OR REPLACE VIEW {ident(m.name)} AS {body}")
+
+    async def wait_applied(self, seq: int) -> None:
+        if seq <= self.applied_seq:
+            return
+        try:
+            async with self.applied:
+                await asyncio.wait_for(
+                    self.applied.wait_for(lambda: self.applied_seq >= seq),
+                    self.rt.settings.query.read_your_writes_wait,
+                )
+        except TimeoutError:
+            log.warning("catalog event not applied in time", extra={"wanted": seq})
+
+    # ---- SQL ---------------------------------------------------------------------------
+    async def sql(self, msg: Msg) -> bytes:
+        req = parse(SqlRequest, msg.data)
+        await self.wait_applied(req.min_catalog_seq)
+        qs = self.rt.settings.query
+        max_rows = min(req.max_rows or qs.max_rows, qs.max_rows)
+        timeout = min(req.timeout or qs.timeout, qs.timeout)
+        cur = self.db.cursor()
+        work = asyncio.ensure_future(asyncio.to_thread(self.run, cur, req.sql, max_rows))
+        try:
+            table, types, truncated = await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            cur.interrupt()
+            await asyncio.gather(work, return_exceptions=True)
+            raise Timeout(
+                f"the statement ran longer than {timeout:g} s and was cancelled"
+            ) from None
+        finally:
+            if work.done():
+                cur.close()
+        if req.format == "arrow":
+            meta = {"lakehouse.truncated": str(truncated).lower()}
+            table = table.replace_schema_metadata(meta)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return bytes(sink.getvalue().to_pybytes())
+        body = {
+            "columns": [
+                {"name": n, "type": t} for n, t in zip(table.column_names, types, strict=True)
+            ],
+            "rows": table_rows(table, types),
+            "row_count": table.num_rows,
+            "truncated": truncated,
+        }
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def run(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int
+    ) -> tuple[pa.Table, list[str], bool]:
+        try:
+            statements = cur.extract_statements(sql)
+            if len(statements) != 1:
+                raise BadRequest(
+                    f"send exactly one statement (got {len(statements)})", error="invalid SQL"
+                )
+            kind = statements[0].type.name
+            if kind not in ALLOWED:
+                raise Forbidden(
+                    f"only SELECT queries are allowed (got {kind})", error="forbidden statement"
+                )
+            rel = cur.sql(sql)
+            types = [str(t) for t in rel.types]
+            reader = rel.to_arrow_reader(8192)
+            batches, rows = [], 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows > max_rows:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+            return table.slice(0, max_rows), types, rows > max_rows
+        except LakehouseError:
+            raise
+        except duckdb.InterruptException:
+            raise
+        except duckdb.PermissionException as exc:
+            raise Forbidden(self.redact(str(exc)), error="access denied") from None
+        except duckdb.Error as exc:
+            raise BadRequest(self.redact(str(exc)), error="SQL error") from None
+
+    def redact(self, text: str) -> str:
+        for secret in self.rt.settings.secret_values():
+            text = text.replace(secret, "***")
+        return text
