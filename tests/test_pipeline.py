@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.catalog import dataset_id
+from tests.support.servers import wait_until
 from tests.support.stack import Stack
 
 FIVE = (
@@ -256,3 +257,23 @@ def test_statement_timeout_is_504_and_worker_stays_healthy(stack: Stack) -> None
         assert r.status_code == 504, r.text
         assert "cancelled" in r.json()["detail"]
     assert sql(stack, "SELECT 1")["rows"] == [[1]]
+
+
+def test_slow_ingest_answers_202_then_job_polls_to_success(stack: Stack) -> None:
+    ds = name()
+    body = b"id,v\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000))
+    with stack.client() as c:
+        r = c.post(f"/v1/ingest?name={ds}&wait=0", content=body)
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["status_url"] == f"/v1/jobs/{job['job_id']}"
+
+        def finished() -> dict | None:  # type: ignore[type-arg]
+            state = c.get(job["status_url"]).json()
+            return state if state["state"] in ("succeeded", "failed") else None
+
+        state = wait_until(finished, timeout=60, interval=0.1, what="job to finish")
+        assert state["state"] == "succeeded" and state["result"]["row_count"] == 20000
+        assert state["progress_rows"] == 20000
+        assert sql(stack, f"SELECT count(*) FROM {ds}")["rows"] == [[20000]]
+        assert c.get("/v1/jobs/nope").status_code == 404

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
+
+import httpx
 
 from lakehouse.config import Settings
 from lakehouse.procs import REPO_ROOT
+from tests.support.servers import wait_until
+from tests.support.stack import Stack
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -45,3 +51,32 @@ def test_storage_examples_run(
     assert out.returncode == 0, out.stderr
     assert "1,Alice" in out.stdout
     assert '"docs/sample.csv"' in out.stdout
+
+
+def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack").start()
+    try:
+        [example] = [b for b in blocks("sh example") if "/v1/ingest" in b]
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", example],
+            env={**os.environ, "BASE": stack.base},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert '"row_count":2' in out.stdout.replace(" ", "")
+        assert '[["Alice"],["Bob"]]' in out.stdout.replace(" ", "")
+
+        [code] = blocks("python example-nats")
+        scope: dict[str, object] = {}
+        exec(compile(code, "README.md", "exec"), scope)
+        asyncio.run(scope["main"](stack.base, stack.nats.url))  # type: ignore[operator]
+
+        def queryable() -> bool:
+            r = httpx.post(f"{stack.base}/v1/sql", json={"sql": "SELECT name FROM upstream_people"})
+            return r.status_code == 200 and r.json()["rows"] == [["Alice"]]
+
+        wait_until(queryable, timeout=30, what="upstream dataset to be queryable")
+    finally:
+        stack.stop()
