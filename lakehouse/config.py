@@ -128,7 +128,7 @@ class Settings(BaseSettings):
 
     @property
     def storage_url(self) -> str:
-        return self.storage.url or f"file://{(self.data_dir / 'objects').as_posix()}"
+        return self.storage.url or f"file://{(self.data_dir / 'objects').resolve().as_posix()}"
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for log redaction."""
