@@ -171,3 +171,15 @@ async def test_upstream_publishes_ingest_request_with_plain_nats(stack: Stack) -
         assert r.json()["rows"] == [[2]]
         job_state = (await c.get(f"/v1/jobs/{job}")).json()
         assert job_state["state"] == "succeeded"
+
+
+def test_queries_spread_over_query_replicas(stack: Stack) -> None:
+    stack.spawn("query", "worker", "query")
+    wait_until(lambda: stack.healthy({"query": 2}), timeout=30, what="two query replicas")
+    with stack.client() as c:
+        assert c.post("/v1/ingest?name=spread", content=CSV).status_code == 200
+        for _ in range(40):
+            r = c.post("/v1/sql", json={"sql": "SELECT count(*) FROM spread"})
+            assert r.json()["rows"] == [[2]]
+        handled = [i["handled"] for i in c.get("/health").json()["workers"]["query"]["instances"]]
+    assert len(handled) == 2 and all(h > 0 for h in handled), handled

@@ -31,7 +31,10 @@ def stack(
         tmp_path_factory.mktemp(f"stack-{request.param}"),
         backend=request.param,
         seaweed=seaweed,
-        overrides={"query": {"max_rows": 1000, "timeout": 3.0}},
+        overrides={
+            "query": {"max_rows": 1000, "timeout": 3.0},
+            "ingest": {"max_upload_bytes": 1 << 20},
+        },
     ).start()
     yield s
     s.stop()
@@ -277,3 +280,40 @@ def test_slow_ingest_answers_202_then_job_polls_to_success(stack: Stack) -> None
         assert state["progress_rows"] == 20000
         assert sql(stack, f"SELECT count(*) FROM {ds}")["rows"] == [[20000]]
         assert c.get("/v1/jobs/nope").status_code == 404
+
+
+def test_upload_over_cap_is_413_and_leaves_nothing(stack: Stack) -> None:
+    ds = name()
+    big = b"id\n" + b"1\n" * (600 * 1024)  # 1.2 MiB, over the 1 MiB test cap
+    with stack.client() as c:
+        r = c.post(f"/v1/ingest?name={ds}", content=big)
+        assert r.status_code == 413, r.text
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for i in range(0, len(big), 65536):
+                yield big[i : i + 65536]
+
+        r = c.post(f"/v1/ingest?name={ds}", content=chunks())  # chunked: no Content-Length
+        assert r.status_code == 413, r.text
+        assert c.get("/v1/storage/list", params={"prefix": "staging/"}).json()["objects"] == []
+        assert c.get(f"/v1/catalog/manifest/{ds}").status_code == 404
+
+
+def test_a_bad_manifest_does_not_block_other_views(stack: Stack) -> None:
+    ghost, good = name(), name()
+    with stack.client() as c:
+        r = c.post(
+            "/v1/catalog/register",
+            json={
+                "name": ghost,
+                "schema_fingerprint": "f" * 64,
+                "columns": [{"name": "id", "type": "int64", "nullable": False}],
+                "objects": [{"key": f"datasets/{ghost}/missing.parquet", "size": 1, "rows": 1}],
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert c.post(f"/v1/ingest?name={good}", content=FIVE).status_code == 200
+        assert sql(stack, f"SELECT count(*) FROM {good}")["rows"] == [[5]]
+        assert c.post("/v1/sql", json={"sql": f"SELECT * FROM {ghost}"}).status_code == 400
+        assert c.delete(f"/v1/catalog/{ghost}").status_code == 200
+    assert "view update failed" in stack.logs()
