@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from gateway import errors
-from gateway.routes import catalog, health, ingest, sql, storage
+from gateway.routes import catalog, health, ingest, sql, storage, vectors
 from lakehouse import __version__
 from lakehouse.bus import connect
 from lakehouse.config import Settings, load_settings, redact_url
@@ -87,4 +87,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(ingest.router)
     app.include_router(sql.router)
+    app.include_router(vectors.router)
     return app

@@ -109,6 +109,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         "Vector batches per index partition; full history, replayed to rebuild indexes.",
     ),
     StreamSpec(
+        S.STREAM_INDEXES,
+        (S.all_under(S.INDEXES_PREFIX),),
+        "Vector index definitions; the last one per index is current.",
+        max_msgs_per_subject=16,
+    ),
+    StreamSpec(
         S.STREAM_JOBS,
         (S.all_under(S.JOBS_PREFIX),),
         "Job status updates; the last few per job, kept 7 days.",

@@ -88,6 +88,25 @@ class QuerySettings(BaseModel):
     threads: int | None = Field(None, description="DuckDB threads (default: all cores).")
 
 
+class EmbedSettings(BaseModel):
+    provider: str = Field("local", description="local (packaged MiniLM) or ollama.")
+    ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    ollama_model: str = Field("nomic-embed-text", description="Ollama embedding model.")
+    ollama_dim: int = Field(768, description="Dimension of the Ollama model's vectors.")
+    batch_size: int = Field(64, description="Texts per model call.")
+    cache_size: int = Field(10_000, description="Query embeddings kept in the LRU cache.")
+    timeout: float = Field(60.0, description="Seconds before a provider call fails.")
+
+
+class VectorSettings(BaseModel):
+    snapshot_every: float = Field(60.0, description="Seconds between partition snapshots.")
+    snapshot_min_changes: int = Field(1000, description="Changes before a periodic snapshot.")
+    lease_ttl: float = Field(5.0, description="Seconds a partition lease lives unrenewed.")
+    add_chunk: int = Field(2048, description="Vectors per locked add (searches interleave).")
+    search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
+    threads: int = Field(0, description="hnswlib threads (0: all cores).")
+
+
 class SupervisorSettings(BaseModel):
     nats_port: int = 4222
     replicas: dict[str, int] = Field(default_factory=dict, description="Processes per worker kind.")
@@ -112,6 +131,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     catalog: CatalogSettings = CatalogSettings()
     query: QuerySettings = QuerySettings()
+    embed: EmbedSettings = EmbedSettings()
+    vectors: VectorSettings = VectorSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
 
     @classmethod

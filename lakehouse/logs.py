@@ -46,6 +46,7 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("nats.js.kv").setLevel(logging.ERROR)  # a per-call version warning
     for noisy in ("nats", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # uvicorn's own handlers would bypass redaction; send its records through ours.

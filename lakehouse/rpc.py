@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -87,3 +88,40 @@ async def call(
     body = b"".join(parts[i].data for i in sorted(parts))
     raise_for_error(parts[1].headers, body)
     return body
+
+
+async def scatter(
+    nc: NATS,
+    subject: str,
+    payload: BaseModel | bytes,
+    *,
+    timeout: float,
+    done: Callable[[list[bytes]], bool],
+) -> list[bytes]:
+    """Publish one request to every subscriber of ``subject`` and gather single-part replies
+    until ``done(replies)`` or ``timeout`` (then return what arrived). A replier's error is
+    raised (e.g. a 400 for a wrong query dimension)."""
+    data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    replies: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        await nc.publish(subject, data, reply=inbox)
+        while not done(replies):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except (nats.errors.TimeoutError, TimeoutError):
+                break
+            headers = msg.headers or {}
+            if headers.get("Status") == "503":
+                continue  # no responders at all: the deadline decides
+            raise_for_error(headers, msg.data)
+            replies.append(msg.data)
+    finally:
+        await sub.unsubscribe()
+    return replies

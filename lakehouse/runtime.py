@@ -273,6 +273,29 @@ class Runtime:
         failure: Permanent | None = None,
     ) -> str:
         md = msg.metadata
+        try:
+            await self.publish_dead_letter(msg, error, permanent=permanent)
+        except Exception as exc:
+            # Never drop a message we could not dead-letter: let it come back later.
+            log.error(
+                "dead-letter failed",
+                extra={"error": _describe(exc), "stream_seq": md.sequence.stream},
+            )
+            await _quietly(msg.nak(delay=self.backoff(md.num_delivered)))
+            return "retry"
+        await _quietly(msg.term())
+        try:
+            await self.worker.dead_lettered(
+                msg, failure or Permanent(error, status=500, error="gave up after retries")
+            )
+        except Exception as exc:
+            log.error("dead-letter hook failed", extra={"error": _describe(exc)})
+        return "dead-lettered"
+
+    async def publish_dead_letter(self, msg: Msg, error: str, *, permanent: bool = True) -> None:
+        """Publish a DeadLetter for ``msg`` on ``lakehouse.dlq.<kind>`` (large payloads go to
+        storage and the letter carries their key)."""
+        md = msg.metadata
         seq = md.sequence.stream
         letter = DeadLetter(
             kind=self.kind,
@@ -285,31 +308,17 @@ class Runtime:
             permanent=permanent,
             failed_at=datetime.now(UTC),
         )
-        try:
-            if len(msg.data) <= self.settings.workers.dlq_inline_max:
-                letter.payload_b64 = base64.b64encode(msg.data).decode()
-            else:
-                key = f"_dlq/{self.kind}/{md.stream}-{seq}.bin"
-                await self.storage.put_bytes(key, msg.data)
-                letter.payload_key = key
-            await self.js.publish(
-                S.dlq(self.kind),
-                letter.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": f"dlq-{md.stream}-{seq}"},
-            )
-        except Exception as exc:
-            # Never drop a message we could not dead-letter: let it come back later.
-            log.error("dead-letter failed", extra={"error": _describe(exc), "stream_seq": seq})
-            await _quietly(msg.nak(delay=self.backoff(md.num_delivered)))
-            return "retry"
-        await _quietly(msg.term())
-        try:
-            await self.worker.dead_lettered(
-                msg, failure or Permanent(error, status=500, error="gave up after retries")
-            )
-        except Exception as exc:
-            log.error("dead-letter hook failed", extra={"error": _describe(exc)})
-        return "dead-lettered"
+        if len(msg.data) <= self.settings.workers.dlq_inline_max:
+            letter.payload_b64 = base64.b64encode(msg.data).decode()
+        else:
+            key = f"_dlq/{self.kind}/{md.stream}-{seq}.bin"
+            await self.storage.put_bytes(key, msg.data)
+            letter.payload_key = key
+        await self.js.publish(
+            S.dlq(self.kind),
+            letter.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"dlq-{md.stream}-{seq}"},
+        )
 
     # ---- core NATS -------------------------------------------------------------------
     def _serve(self, svc: Serve) -> Callable[[Msg], Awaitable[None]]:

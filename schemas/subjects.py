@@ -30,6 +30,8 @@ EMBED_REQUESTS_PREFIX = f"{PREFIX}.embed.requests"
 EMBED_TEXT = f"{PREFIX}.embed.text"
 # JetStream, replayable: embed workers, upstream -> the vector worker owning a partition.
 VECTORS_PREFIX = f"{PREFIX}.vectors"
+# JetStream, last per subject: index definitions (durable; every worker learns them on start).
+INDEXES_PREFIX = f"{PREFIX}.indexes"
 # Scatter/gather: gateway -> every partition owner.
 SEARCH_PREFIX = f"{PREFIX}.search"
 # Job status updates: workers -> gateway, CLI.
@@ -46,6 +48,9 @@ STREAM_EMBED = "LAKEHOUSE_EMBED"
 STREAM_VECTORS = "LAKEHOUSE_VECTORS"
 STREAM_JOBS = "LAKEHOUSE_JOBS"
 STREAM_DLQ = "LAKEHOUSE_DLQ"
+STREAM_INDEXES = "LAKEHOUSE_INDEXES"
+# JetStream key-value bucket of partition leases (and vector worker membership).
+KV_LEASES = "lakehouse_leases"
 
 
 def valid_name(name: str) -> bool:
@@ -67,6 +72,10 @@ def vectors(index: str, partition: int) -> str:
 
 def search(index: str) -> str:
     return f"{SEARCH_PREFIX}.{index}"
+
+
+def index_def(index: str) -> str:
+    return f"{INDEXES_PREFIX}.{index}"
 
 
 def job(job_id: str) -> str:

@@ -12,8 +12,10 @@ from lakehouse.runtime import Worker
 
 KINDS: dict[str, str] = {
     "catalog": "workers.catalog:CatalogWorker",
+    "embed": "workers.embed:EmbedWorker",
     "ingest": "workers.ingest:IngestWorker",
     "query": "workers.query:QueryWorker",
+    "vectors": "workers.vectors:VectorWorker",
 }
 
 

@@ -1,0 +1,274 @@
+"""Vector routes: index admin, add/delete items, search (scatter/gather), and /v1/embed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from nats.js.errors import APIError, NotFoundError
+from pydantic import BaseModel, Field
+
+from gateway.routes import state
+from lakehouse.errors import BadRequest, Conflict, NotFound
+from lakehouse.rpc import call, scatter
+from lakehouse.vectors import batch_msg_id, encode, get_index, list_indexes, partition_of
+from schemas import subjects as S
+from schemas.vectors import (
+    EmbedRequest,
+    EmbedText,
+    IndexSpec,
+    Metric,
+    PartitionReply,
+    SearchRequest,
+    TextItem,
+)
+
+if TYPE_CHECKING:
+    from gateway.app import State
+
+router = APIRouter(tags=["vectors"])
+WRONG_LAST_SEQUENCE = 10071
+
+
+class IndexBody(BaseModel):
+    name: str = Field(description="Index name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
+    dim: int = Field(ge=1, le=8192, description="Vector dimension.", examples=[384])
+    metric: Metric = "cosine"
+    partitions: int = Field(4, ge=1, le=256)
+    M: int = Field(16, ge=2, le=128)
+    ef_construction: int = Field(200, ge=8, le=4096)
+    ef_search: int = Field(64, ge=1, le=4096)
+    model: str | None = Field(None, description="Embedding model for text items/queries.")
+
+
+class Item(BaseModel):
+    id: str = Field(min_length=1, max_length=512, description="Item id (upsert key).")
+    vector: list[float] | None = Field(None, description="The vector, or give text.")
+    text: str | None = Field(None, description="Text to embed (through the embed workers).")
+    metadata: dict[str, Any] | None = Field(None, description="Returned with hits.")
+
+
+class AddBody(BaseModel):
+    items: list[Item] = Field(min_length=1, max_length=100_000)
+
+
+class DeleteBody(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=100_000)
+
+
+class SearchBody(BaseModel):
+    vector: list[float] | None = None
+    text: str | None = None
+    k: int = Field(10, ge=1, le=1000)
+    ef: int | None = Field(None, ge=1, le=4096)
+
+
+class EmbedBody(BaseModel):
+    texts: list[str] = Field(min_length=1, max_length=1000)
+
+
+async def require_index(st: State, name: str) -> IndexSpec:
+    if not S.valid_name(name):
+        raise BadRequest(f"invalid index name {name!r}: use 1-128 of [A-Za-z0-9_-]")
+    spec = await get_index(st.require_nats().jetstream(), name)
+    if spec is None:
+        raise NotFound(f"no vector index named {name!r}")
+    return spec
+
+
+@router.post("/v1/vectors/index", status_code=201, summary="Create a vector index")
+async def create_index(body: IndexBody, st: State = Depends(state)) -> dict[str, Any]:
+    if not S.valid_name(body.name):
+        raise BadRequest(f"invalid index name {body.name!r}: use 1-128 of [A-Za-z0-9_-]")
+    js = st.require_nats().jetstream()
+    spec = IndexSpec(**body.model_dump(), created_at=datetime.now(UTC))
+    try:
+        last = await js.get_last_msg(S.STREAM_INDEXES, S.index_def(body.name))
+    except NotFoundError:
+        expected = 0
+    else:
+        if not IndexSpec.model_validate_json(last.data or b"{}").deleted:
+            raise Conflict(f"index {body.name!r} already exists")
+        expected = last.seq or 0
+    try:
+        await js.publish(
+            S.index_def(body.name),
+            spec.model_dump_json().encode(),
+            headers={"Nats-Expected-Last-Subject-Sequence": str(expected)},
+        )
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise Conflict(f"index {body.name!r} already exists") from None
+        raise
+    return spec.model_dump(mode="json", exclude={"v", "deleted"})
+
+
+@router.get("/v1/vectors/index", summary="List vector indexes")
+async def indexes(st: State = Depends(state)) -> dict[str, Any]:
+    specs = await list_indexes(st.require_nats().jetstream())
+    return {"indexes": [s.model_dump(mode="json", exclude={"v", "deleted"}) for s in specs]}
+
+
+async def gather(
+    st: State, spec: IndexSpec, req: SearchRequest
+) -> tuple[list[PartitionReply], list[int]]:
+    wanted = set(range(spec.partitions))
+
+    def covered(replies: list[bytes]) -> bool:
+        seen = {p["partition"] for r in replies for p in json.loads(r)}
+        return wanted <= seen
+
+    raw = await scatter(
+        st.require_nats(),
+        S.search(spec.name),
+        req,
+        timeout=st.settings.vectors.search_timeout,
+        done=covered,
+    )
+    parts: dict[int, PartitionReply] = {}
+    for r in raw:
+        for p in json.loads(r):
+            parts.setdefault(p["partition"], PartitionReply.model_validate(p))
+    return [parts[p] for p in sorted(parts)], sorted(wanted - set(parts))
+
+
+@router.get("/v1/vectors/index/{name}", summary="Index definition and per-partition stats")
+async def index_stats(name: str, st: State = Depends(state)) -> dict[str, Any]:
+    spec = await require_index(st, name)
+    parts, missing = await gather(st, spec, SearchRequest(vector=[], op="stats"))
+    return {
+        **spec.model_dump(mode="json", exclude={"v", "deleted"}),
+        "count": sum(p.count for p in parts),
+        "memory_bytes": sum(p.memory_bytes for p in parts),
+        "partitions_detail": [p.model_dump(exclude={"hits", "took_ms"}) for p in parts],
+        "missing_partitions": missing,
+    }
+
+
+@router.delete("/v1/vectors/index/{name}", summary="Delete an index, its vectors and snapshots")
+async def delete_index(name: str, st: State = Depends(state)) -> dict[str, Any]:
+    spec = await require_index(st, name)
+    js = st.require_nats().jetstream()
+    tomb = spec.model_copy(update={"deleted": True})
+    await js.publish(S.index_def(name), tomb.model_dump_json().encode())
+    await js.purge_stream(S.STREAM_VECTORS, subject=f"{S.VECTORS_PREFIX}.{name}.>")
+    for obj in (await st.storage.list(f"_vectors/{name}/")).objects:
+        await st.storage.delete(obj.key)
+    return {"name": name, "deleted": True}
+
+
+@router.post("/v1/vectors/index/{name}/add", summary="Add or replace items (upsert by id)")
+async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONResponse:
+    spec = await require_index(st, name)
+    js = st.require_nats().jetstream()
+    vec_items = [i for i in body.items if i.vector is not None]
+    text_items = [i for i in body.items if i.vector is None]
+    for item in body.items:
+        if (item.vector is None) == (item.text is None):
+            raise BadRequest(f"item {item.id!r}: give exactly one of vector or text")
+        if item.vector is not None and len(item.vector) != spec.dim:
+            raise BadRequest(
+                f"item {item.id!r} has dimension {len(item.vector)}; index {name!r} has {spec.dim}"
+            )
+    acks = []
+    groups: dict[int, list[Item]] = {}
+    for item in vec_items:
+        groups.setdefault(partition_of(item.id, spec.partitions), []).append(item)
+    for p, items in sorted(groups.items()):
+        data = encode(
+            [i.id for i in items],
+            np.asarray([i.vector for i in items], dtype=np.float32),
+            [i.metadata for i in items],
+            dim=spec.dim,
+        )
+        acks.append(
+            await js.publish_async(
+                S.vectors(name, p), data, headers={"Nats-Msg-Id": batch_msg_id(name, p, data)}
+            )
+        )
+    if text_items:
+        req = EmbedRequest(
+            batch_id=uuid.uuid4().hex,
+            index=name,
+            items=[TextItem(id=i.id, text=i.text or "", metadata=i.metadata) for i in text_items],
+        )
+        acks.append(
+            await js.publish_async(
+                S.embed_requests(name),
+                req.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": req.batch_id},
+            )
+        )
+    await asyncio.gather(*acks)
+    return JSONResponse(
+        {"accepted": len(body.items), "vectors": len(vec_items), "texts": len(text_items)}, 202
+    )
+
+
+@router.delete("/v1/vectors/index/{name}/items", summary="Delete items by id")
+async def delete_items(name: str, body: DeleteBody, st: State = Depends(state)) -> JSONResponse:
+    spec = await require_index(st, name)
+    js = st.require_nats().jetstream()
+    groups: dict[int, list[str]] = {}
+    for item_id in body.ids:
+        groups.setdefault(partition_of(item_id, spec.partitions), []).append(item_id)
+    for p, ids in sorted(groups.items()):
+        data = encode(ids, None, dim=spec.dim, op="delete")
+        await js.publish(
+            S.vectors(name, p), data, headers={"Nats-Msg-Id": batch_msg_id(name, p, data)}
+        )
+    return JSONResponse({"deleted": len(body.ids)}, 202)
+
+
+async def embed_texts(st: State, texts: list[str]) -> dict[str, Any]:
+    raw = await call(
+        st.require_nats(),
+        S.EMBED_TEXT,
+        EmbedText(texts=texts),
+        timeout=st.settings.embed.timeout,
+        what="embed",
+    )
+    out: dict[str, Any] = json.loads(raw)
+    return out
+
+
+@router.post("/v1/vectors/index/{name}/search", summary="Top-k search by vector or text")
+async def search(name: str, body: SearchBody, st: State = Depends(state)) -> dict[str, Any]:
+    started = time.perf_counter()
+    spec = await require_index(st, name)
+    if (body.vector is None) == (body.text is None):
+        raise BadRequest("give exactly one of vector or text")
+    vector = body.vector
+    embed_ms = 0.0
+    if body.text is not None:
+        t = time.perf_counter()
+        vector = (await embed_texts(st, [body.text]))["vectors"][0]
+        embed_ms = (time.perf_counter() - t) * 1000
+    assert vector is not None
+    if len(vector) != spec.dim:
+        raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
+    parts, missing = await gather(st, spec, SearchRequest(vector=vector, k=body.k, ef=body.ef))
+    hits = sorted((h for p in parts for h in p.hits), key=lambda h: h.distance)[: body.k]
+    return {
+        "hits": [h.model_dump() for h in hits],
+        "partial": bool(missing),
+        "missing_partitions": missing,
+        "partitions": [
+            {"partition": p.partition, "owner": p.owner, "took_ms": p.took_ms, "count": p.count}
+            for p in parts
+        ],
+        "embed_ms": round(embed_ms, 3),
+        "took_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+@router.post("/v1/embed", summary="Embed texts with the configured model")
+async def embed(body: EmbedBody, st: State = Depends(state)) -> dict[str, Any]:
+    return await embed_texts(st, body.texts)

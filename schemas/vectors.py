@@ -1,0 +1,84 @@
+"""Vector index messages: definitions, embed requests, search scatter/gather.
+
+Vector batches on ``lakehouse.vectors.<index>.<partition>`` are binary: an Arrow IPC stream
+with columns ``id`` (string), ``op`` (string: "upsert" | "delete"), ``vector``
+(fixed_size_list<float32>[dim], null for deletes) and ``metadata`` (string, JSON object or
+null). See :mod:`lakehouse.vectors` for the encoder/decoder.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from schemas.messages import Message
+
+Metric = Literal["cosine", "l2", "ip"]
+
+
+class IndexSpec(Message):
+    """An index definition, the last message on ``lakehouse.indexes.<name>``."""
+
+    name: str = Field(description="Index name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
+    dim: int = Field(ge=1, le=8192, description="Vector dimension.", examples=[384])
+    metric: Metric = Field("cosine", description="cosine, l2 or ip (inner product).")
+    partitions: int = Field(4, ge=1, le=256, description="Fixed at creation.", examples=[4])
+    M: int = Field(16, ge=2, le=128, description="HNSW graph degree.")
+    ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build beam width.")
+    ef_search: int = Field(64, ge=1, le=4096, description="Default search beam width.")
+    model: str | None = Field(
+        None,
+        description="Embedding model for text items/queries (None: vectors only).",
+        examples=["all-MiniLM-L6-v2"],
+    )
+    deleted: bool = Field(False, description="True on the tombstone of a deleted index.")
+    created_at: datetime | None = Field(None, description="When it was created (UTC).")
+
+
+class TextItem(BaseModel):
+    id: str = Field(description="Item id (upsert key).", examples=["worker-17"])
+    text: str = Field(description="Text to embed.", examples=["Electrician in Peoria, IL"])
+    metadata: dict[str, Any] | None = Field(None, description="Returned with search hits.")
+
+
+class EmbedRequest(Message):
+    """``lakehouse.embed.requests.<index>``: texts to embed and add (upsert by id)."""
+
+    batch_id: str = Field(description="Deterministic batch id (dedupe).", examples=["job1-0"])
+    index: str = Field(description="Target index.", examples=["workers"])
+    items: list[TextItem] = Field(description="Items to embed.")
+    job_id: str | None = Field(None, description="Job to report progress on, if any.")
+
+
+class EmbedText(Message):
+    """``lakehouse.embed.text`` request: query-time embedding (cached)."""
+
+    texts: list[str] = Field(description="Texts to embed.", examples=[["forklift OSHA-30"]])
+    model: str | None = Field(None, description="Model; default the configured one.")
+
+
+class SearchRequest(Message):
+    """``lakehouse.search.<index>`` scatter request; every partition owner answers."""
+
+    vector: list[float] = Field(description="Query vector (already embedded).")
+    k: int = Field(10, ge=1, le=10_000, description="Hits wanted.")
+    ef: int | None = Field(None, description="Beam width; default the index's ef_search.")
+    op: Literal["search", "stats"] = Field("search", description="search or stats.")
+
+
+class Hit(BaseModel):
+    id: str = Field(description="Item id.")
+    distance: float = Field(description="Distance (smaller is closer).")
+    metadata: dict[str, Any] | None = Field(None, description="Item metadata.")
+
+
+class PartitionReply(BaseModel):
+    partition: int = Field(description="Partition number.")
+    owner: str = Field(description="Instance owning it.")
+    hits: list[Hit] = Field(default_factory=list, description="Top hits of this partition.")
+    took_ms: float = Field(0.0, description="Time spent in the partition.")
+    count: int = Field(0, description="Live vectors in the partition.")
+    covered_seq: int = Field(0, description="Last vectors-stream sequence applied.")
+    memory_bytes: int = Field(0, description="Approximate index memory.")

@@ -1,0 +1,281 @@
+"""Vector worker: owns HNSW partitions by lease, applies their batch streams, snapshots them,
+and answers searches for the partitions it owns.
+
+Each owned partition replays ``lakehouse.vectors.<index>.<p>`` (an ordered consumer) from the
+sequence after its newest snapshot. Partitions apply in parallel (one task each, adds on all
+cores); a partition's reader/writer lock keeps searches correct during loads. A worker that
+dies stops renewing its leases; another worker takes the partitions over within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from lakehouse.errors import BadRequest, NotFound
+from lakehouse.hnsw import Partition
+from lakehouse.leases import Leases
+from lakehouse.runtime import Serve, Worker
+from lakehouse.vectors import decode, list_indexes
+from schemas import subjects as S
+from schemas.vectors import Hit, IndexSpec, PartitionReply, SearchRequest
+from workers.catalog import parse
+
+log = logging.getLogger("workers.vectors")
+
+
+def snapshot_prefix(index: str, partition: int) -> str:
+    return f"_vectors/{index}/{partition}/"
+
+
+@dataclass
+class Owned:
+    spec: IndexSpec
+    part: Partition
+    sub: Subscription | None = None
+    last_snapshot: float = field(default_factory=time.monotonic)
+    bad_batches: int = 0
+
+
+class VectorWorker(Worker):
+    kind = "vectors"
+
+    def serves(self) -> list[Serve]:
+        return [Serve(f"{S.SEARCH_PREFIX}.*", self.search, queue=False, concurrency=64)]
+
+    async def setup(self) -> None:
+        vs = self.rt.settings.vectors
+        self.owned: dict[str, Owned] = {}
+        self.tmp = (self.rt.settings.data_dir / "tmp" / "vectors" / self.rt.instance).resolve()
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.leases = Leases(self.rt.js, self.rt.instance, vs.lease_ttl)
+        await self.leases.open()
+        self.balancer = asyncio.create_task(self.balance_loop())
+
+    async def teardown(self) -> None:
+        self.balancer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.balancer
+        for key in list(self.owned):
+            await self.stop_partition(key, snapshot=True)
+        await self.leases.leave()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- ownership ---------------------------------------------------------------------
+    async def balance_loop(self) -> None:
+        every = self.rt.settings.vectors.lease_ttl / 3
+        while True:
+            try:
+                await self.balance()
+            except Exception as exc:
+                log.warning("balance failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            await asyncio.sleep(every)
+
+    def preference(self, key: str) -> int:
+        """Rendezvous hashing: each worker prefers a stable subset of the partitions."""
+        return int(
+            hashlib.blake2b(f"{self.rt.instance}/{key}".encode(), digest_size=8).hexdigest(), 16
+        )
+
+    async def balance(self) -> None:
+        await self.leases.heartbeat()
+        specs = {s.name: s for s in await list_indexes(self.rt.js)}
+        for key, owned in list(self.owned.items()):
+            spec = specs.get(owned.spec.name)
+            if spec is None or spec.created_at != owned.spec.created_at:
+                await self.stop_partition(key, snapshot=False)  # index deleted (or re-created)
+            elif not await self.leases.renew(key):
+                log.warning("lease lost", extra={"partition": key})
+                await self.stop_partition(key, snapshot=False, release=False)
+        keys = {f"{n}.{p}": (s, p) for n, s in specs.items() for p in range(s.partitions)}
+        members = await self.leases.members()
+        target = math.ceil(len(keys) / max(1, len(members)))
+        if len(self.owned) > target:
+            extras = sorted(self.owned, key=self.preference)[: len(self.owned) - target]
+            for key in extras:
+                await self.stop_partition(key, snapshot=True)
+        for key in sorted(set(keys) - set(self.owned), key=self.preference, reverse=True):
+            if len(self.owned) >= target:
+                break
+            if await self.leases.owner(key) is None and await self.leases.acquire(key):
+                spec, number = keys[key]
+                try:
+                    await self.start_partition(key, spec, number)
+                except Exception as exc:
+                    log.error("partition start failed", extra={"partition": key, "error": str(exc)})
+                    await self.leases.release(key)
+
+    async def start_partition(self, key: str, spec: IndexSpec, number: int) -> None:
+        started = time.monotonic()
+        part = await self.load_snapshot(spec, number)
+        owned = Owned(spec, part)
+
+        async def on_msg(msg: Msg) -> None:
+            await self.on_batch(owned, msg)
+
+        cfg = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=part.covered_seq + 1
+        )
+        owned.sub = await self.rt.js.subscribe(
+            S.vectors(spec.name, number),
+            stream=S.STREAM_VECTORS,
+            ordered_consumer=True,
+            config=cfg,
+            cb=on_msg,
+        )
+        self.owned[key] = owned
+        log.info(
+            "partition owned",
+            extra={
+                "partition": key,
+                "from_seq": part.covered_seq + 1,
+                "count": part.count,
+                "load_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    async def stop_partition(self, key: str, *, snapshot: bool, release: bool = True) -> None:
+        owned = self.owned.pop(key, None)
+        if owned is None:
+            return
+        if owned.sub is not None:
+            with contextlib.suppress(Exception):
+                await owned.sub.unsubscribe()
+        if snapshot and owned.part.changes:
+            await self.snapshot(owned)
+        if release:
+            await self.leases.release(key)
+        log.info("partition released", extra={"partition": key, "snapshot": snapshot})
+
+    # ---- applying batches ----------------------------------------------------------------
+    async def on_batch(self, owned: Owned, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        part = owned.part
+        if seq <= part.covered_seq:
+            return
+        try:
+            batch = decode(msg.data, owned.spec.dim)
+        except BadRequest as exc:
+            owned.bad_batches += 1
+            part.covered_seq = seq
+            log.error(
+                "bad vector batch skipped",
+                extra={"subject": msg.subject, "seq": seq, "error": exc.detail},
+            )
+            await self.rt.publish_dead_letter(msg, str(exc.detail))
+            return
+        vs = self.rt.settings.vectors
+        await asyncio.to_thread(part.apply, batch, seq, vs.add_chunk)
+        due = time.monotonic() - owned.last_snapshot >= vs.snapshot_every
+        if due and part.changes >= vs.snapshot_min_changes:
+            await self.snapshot(owned)
+
+    # ---- snapshots ---------------------------------------------------------------------
+    async def snapshot(self, owned: Owned) -> None:
+        spec, part = owned.spec, owned.part
+        prefix = snapshot_prefix(spec.name, part.number)
+        work = self.tmp / f"{spec.name}-{part.number}"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            seq = part.covered_seq
+            graph, table = await asyncio.to_thread(part.save, work)
+            gkey, tkey = f"{prefix}{seq}/index.hnsw", f"{prefix}{seq}/ids.parquet"
+            await self.rt.storage.put_file(gkey, graph)
+            await self.rt.storage.put_file(tkey, table)
+            pointer = {"seq": seq, "graph": gkey, "table": tkey, "created_at": spec.created_at}
+            # The pointer is written last: a crash before it leaves the previous one in use.
+            await self.rt.storage.put_bytes(
+                f"{prefix}latest.json", json.dumps(pointer, default=str).encode()
+            )
+            part.changes = 0
+            owned.last_snapshot = time.monotonic()
+            for obj in (await self.rt.storage.list(prefix)).objects:
+                if not obj.key.startswith(f"{prefix}{seq}/") and not obj.key.endswith(
+                    "latest.json"
+                ):
+                    await self.rt.storage.delete(obj.key)
+            log.info(
+                "snapshot written", extra={"partition": f"{spec.name}.{part.number}", "seq": seq}
+            )
+        except Exception as exc:
+            log.error(
+                "snapshot failed",
+                extra={"partition": f"{spec.name}.{part.number}", "error": str(exc)},
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    async def load_snapshot(self, spec: IndexSpec, number: int) -> Partition:
+        threads = self.rt.settings.vectors.threads
+        prefix = snapshot_prefix(spec.name, number)
+        try:
+            pointer = json.loads(await self.rt.storage.get_bytes(f"{prefix}latest.json"))
+        except NotFound:
+            return Partition(spec, number, threads=threads)
+        if str(pointer.get("created_at")) != str(spec.created_at):
+            return Partition(spec, number, threads=threads)  # a snapshot of an older index
+        work = self.tmp / f"load-{spec.name}-{number}"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            graph, table = work / "index.hnsw", work / "ids.parquet"
+            await self.rt.storage.get_file(pointer["graph"], graph)
+            await self.rt.storage.get_file(pointer["table"], table)
+            return await asyncio.to_thread(
+                Partition.load, spec, number, graph, table, threads=threads
+            )
+        except Exception as exc:
+            log.error("snapshot unusable; replaying the whole stream", extra={"error": str(exc)})
+            return Partition(spec, number, threads=threads)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # ---- search ------------------------------------------------------------------------
+    async def search(self, msg: Msg) -> bytes:
+        index = msg.subject.rsplit(".", 1)[1]
+        req = parse(SearchRequest, msg.data)
+        mine = [o for o in self.owned.values() if o.spec.name == index]
+        if not mine:
+            return b"[]"
+        if req.op == "stats":
+            replies = [self.stats(o) for o in mine]
+        else:
+            query = np.asarray(req.vector, dtype=np.float32)
+            if query.shape != (mine[0].spec.dim,):
+                dim = mine[0].spec.dim
+                raise BadRequest(
+                    f"query vector has dimension {query.size}; index {index!r} has {dim}"
+                )
+            replies = await asyncio.gather(*(self.search_one(o, query, req) for o in mine))
+        return json.dumps([r.model_dump() for r in replies]).encode()
+
+    async def search_one(
+        self, owned: Owned, query: np.ndarray, req: SearchRequest
+    ) -> PartitionReply:
+        started = time.perf_counter()
+        hits = await asyncio.to_thread(owned.part.search, query, req.k, req.ef)
+        reply = self.stats(owned)
+        reply.hits = [Hit(id=i, distance=d, metadata=m) for i, d, m in hits]
+        reply.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        return reply
+
+    def stats(self, owned: Owned) -> PartitionReply:
+        part = owned.part
+        return PartitionReply(
+            partition=part.number,
+            owner=self.rt.instance,
+            count=part.count,
+            covered_seq=part.covered_seq,
+            memory_bytes=part.memory_bytes(),
+        )
