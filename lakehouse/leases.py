@@ -49,10 +49,11 @@ class Leases:
 
     async def members(self) -> list[str]:
         try:
-            keys = await self.kv.keys(filters=["members.*"])
+            keys = await self.kv.keys()  # (nats-py's key filters do not match here)
         except NoKeysError:
             return [self.instance]
-        return sorted({k.split(".", 1)[1] for k in keys} | {self.instance})
+        found = {k.split(".", 1)[1] for k in keys if k.startswith("members.")}
+        return sorted(found | {self.instance})
 
     async def owner(self, key: str) -> str | None:
         try:

@@ -62,9 +62,18 @@ class VectorWorker(Worker):
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.leases = Leases(self.rt.js, self.rt.instance, vs.lease_ttl)
         await self.leases.open()
+        self.wake = asyncio.Event()
+
+        async def on_index_change(msg: Msg) -> None:
+            self.wake.set()  # a new or deleted index: rebalance now, not at the next tick
+
+        self.index_sub = await self.rt.nc.subscribe(
+            S.all_under(S.INDEXES_PREFIX), cb=on_index_change
+        )
         self.balancer = asyncio.create_task(self.balance_loop())
 
     async def teardown(self) -> None:
+        await self.index_sub.unsubscribe()
         self.balancer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.balancer
@@ -81,7 +90,9 @@ class VectorWorker(Worker):
                 await self.balance()
             except Exception as exc:
                 log.warning("balance failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(every)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), every)
 
     def preference(self, key: str) -> int:
         """Rendezvous hashing: each worker prefers a stable subset of the partitions."""

@@ -1,0 +1,253 @@
+"""Vector indexes through the gateway on real NATS: recall, upsert/delete, errors, the direct
+NATS paths, and semantic search over a generated staffing set with the packaged model."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import numpy as np
+import pytest
+
+from lakehouse.gen import iter_rows
+from lakehouse.vectors import encode, partition_of
+from tests.support.servers import eventually, wait_until
+from tests.support.stack import Stack
+from tests.support.vecdata import clustered, exact_topk, recall
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("vstack")).start(("embed", "vectors"))
+    yield s
+    s.stop()
+
+
+def new_index(c: httpx.Client, dim: int, **kw: object) -> str:
+    name = f"ix_{uuid.uuid4().hex[:8]}"
+    r = c.post("/v1/vectors/index", json={"name": name, "dim": dim, **kw})
+    assert r.status_code == 201, r.text
+    return name
+
+
+def count(c: httpx.Client, name: str) -> int:
+    return int(c.get(f"/v1/vectors/index/{name}").json()["count"])
+
+
+def wait_count(c: httpx.Client, name: str, n: int, timeout: float = 120) -> None:
+    wait_until(
+        lambda: count(c, name) == n, timeout=timeout, interval=0.2, what=f"{n} vectors in {name}"
+    )
+
+
+def add_vectors(
+    c: httpx.Client, name: str, vectors: np.ndarray, start: int = 0, batch: int = 2000
+) -> None:
+    for i in range(0, len(vectors), batch):
+        items = [
+            {"id": f"v{start + j}", "vector": vectors[j].tolist(), "metadata": {"n": start + j}}
+            for j in range(i, min(i + batch, len(vectors)))
+        ]
+        r = c.post(f"/v1/vectors/index/{name}/add", json={"items": items})
+        assert r.status_code == 202, r.text
+
+
+def test_recall_at_10_on_20k_clustered_vectors(stack: Stack) -> None:
+    data = clustered(20_000, 128)
+    queries = clustered(200, 128, seed=99)
+    with stack.client(timeout=120) as c:
+        name = new_index(c, 128)
+        add_vectors(c, name, data)
+        wait_count(c, name, 20_000)
+        found = []
+        for q in queries:
+            r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": q.tolist(), "k": 10})
+            assert r.status_code == 200 and not r.json()["partial"]
+            found.append([int(h["id"][1:]) for h in r.json()["hits"]])
+    assert recall(found, exact_topk(data, queries, 10)) >= 0.95
+
+
+def test_upsert_replaces_and_delete_removes(stack: Stack) -> None:
+    with stack.client() as c:
+        name = new_index(c, 4, metric="l2", partitions=2)
+        a, b = [1.0, 0, 0, 0], [0, 1.0, 0, 0]
+        c.post(
+            f"/v1/vectors/index/{name}/add",
+            json={
+                "items": [{"id": "x", "vector": a, "metadata": {"v": 1}}, {"id": "y", "vector": b}]
+            },
+        )
+        wait_count(c, name, 2)
+        c.post(
+            f"/v1/vectors/index/{name}/add",
+            json={"items": [{"id": "x", "vector": b, "metadata": {"v": 2}}]},
+        )
+
+        def moved() -> bool:
+            hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()[
+                "hits"
+            ]
+            return (
+                sorted(h["id"] for h in hits) == ["x", "y"]
+                and hits[0]["distance"] < 1e-6
+                and hits[1]["distance"] < 1e-6
+            )
+
+        wait_until(moved, what="upsert applied")
+        assert count(c, name) == 2  # never two entries for one id
+        hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()["hits"]
+        assert {h["id"]: h["metadata"] for h in hits}["x"] == {"v": 2}
+        assert (
+            c.request("DELETE", f"/v1/vectors/index/{name}/items", json={"ids": ["x"]}).status_code
+            == 202
+        )
+        wait_count(c, name, 1)
+        hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()["hits"]
+        assert [h["id"] for h in hits] == ["y"]
+        c.post(f"/v1/vectors/index/{name}/add", json={"items": [{"id": "x", "vector": a}]})
+        wait_count(c, name, 2)  # a deleted id can come back
+
+
+def test_errors_and_empty_index(stack: Stack) -> None:
+    with stack.client() as c:
+        name = new_index(c, 4)
+
+        def owned() -> bool:
+            r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0, 0]})
+            return r.status_code == 200 and r.json()["partial"] is False
+
+        wait_until(owned, what="partitions owned")
+        r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0, 0]})
+        assert (
+            r.status_code == 200 and r.json()["hits"] == [] and r.json()["missing_partitions"] == []
+        )
+        r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0]})
+        assert r.status_code == 400 and "dimension" in r.json()["detail"]
+        r = c.post(f"/v1/vectors/index/{name}/add", json={"items": [{"id": "a", "vector": [1, 2]}]})
+        assert r.status_code == 400 and "dimension" in r.json()["detail"]
+        assert c.post("/v1/vectors/index", json={"name": name, "dim": 4}).status_code == 409
+        assert (
+            c.post(
+                "/v1/vectors/index", json={"name": "m", "dim": 4, "metric": "hamming"}
+            ).status_code
+            == 400
+        )
+        assert c.post("/v1/vectors/index", json={"name": "bad.name", "dim": 4}).status_code == 400
+        assert c.post("/v1/vectors/index/nope/search", json={"vector": [1]}).status_code == 404
+        listed = [i["name"] for i in c.get("/v1/vectors/index").json()["indexes"]]
+        assert name in listed
+        assert c.delete(f"/v1/vectors/index/{name}").status_code == 200
+        assert c.get(f"/v1/vectors/index/{name}").status_code == 404
+
+
+async def test_direct_nats_texts_and_binary_vectors(stack: Stack) -> None:
+    with stack.client() as c:
+        texts = new_index(c, 384, partitions=2)
+        vecs = new_index(c, 8, partitions=3)
+    nc = await nats.connect(stack.nats.url)
+    js = nc.jetstream()
+    # 1) {id, text} batches, as an upstream system would publish them (no project code).
+    body = {
+        "batch_id": "up-1",
+        "index": texts,
+        "items": [
+            {"id": "w1", "text": "Welder, MIG and TIG"},
+            {"id": "w2", "text": "CNC operator, first article inspection"},
+        ],
+    }
+    await js.publish(
+        f"lakehouse.embed.requests.{texts}",
+        json.dumps(body).encode(),
+        headers={"Nats-Msg-Id": "up-1"},
+    )
+    # 2) precomputed vectors in the documented binary format (Arrow IPC), per partition.
+    ids = [f"p{i}" for i in range(30)]
+    v = clustered(30, 8)
+    for p in range(3):
+        rows = [i for i, item in enumerate(ids) if partition_of(item, 3) == p]
+        data = encode([ids[i] for i in rows], v[rows], None, dim=8)
+        await js.publish(f"lakehouse.vectors.{vecs}.{p}", data, headers={"Nats-Msg-Id": f"b{p}"})
+    await nc.close()
+    with stack.client() as c:
+        await eventually(
+            lambda: count(c, texts) == 2 and count(c, vecs) == 30,
+            timeout=60,
+            what="both indexes filled",
+        )
+        hit = c.post(f"/v1/vectors/index/{texts}/search", json={"text": "welding", "k": 1}).json()[
+            "hits"
+        ][0]
+        assert hit["id"] == "w1"
+        hit = c.post(
+            f"/v1/vectors/index/{vecs}/search", json={"vector": v[7].tolist(), "k": 1}
+        ).json()["hits"][0]
+        assert hit["id"] == "p7"
+
+
+def test_bad_binary_batch_is_dead_lettered_and_skipped(stack: Stack) -> None:
+    import asyncio
+
+    async def go(name: str) -> None:
+        nc = await nats.connect(stack.nats.url)
+        js = nc.jetstream()
+        await js.publish(
+            f"lakehouse.vectors.{name}.0", encode(["bad"], np.ones((1, 3), np.float32), dim=3)
+        )
+        await js.publish(
+            f"lakehouse.vectors.{name}.0", encode(["good"], np.ones((1, 4), np.float32), dim=4)
+        )
+        await nc.close()
+
+    with stack.client() as c:
+        name = new_index(c, 4, partitions=1)
+        asyncio.run(go(name))
+        wait_count(c, name, 1)
+    assert "does not match the index dimension 4" in stack.logs()
+
+
+def staffing_text(row: list[str]) -> str:
+    # worker_id,name,role,city,state,zip,phone,email,skills,certifications,...,resume_text
+    return f"{row[2]} in {row[3]}, {row[4]}. Skills: {row[8]}. Certifications: {row[9]}."
+
+
+def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
+    rows = list(iter_rows(2000, seed=5))
+    with stack.client(timeout=300) as c:
+        name = new_index(c, 384)
+        for i in range(0, len(rows), 250):
+            items = [
+                {"id": r[0], "text": staffing_text(r), "metadata": {"role": r[2]}}
+                for r in rows[i : i + 250]
+            ]
+            assert c.post(f"/v1/vectors/index/{name}/add", json={"items": items}).status_code == 202
+        wait_count(c, name, len(rows), timeout=300)
+
+        def best(q: str) -> list[dict]:  # type: ignore[type-arg]
+            return c.post(f"/v1/vectors/index/{name}/search", json={"text": q, "k": 5}).json()[
+                "hits"
+            ]
+
+        electric = best("electrician with industrial wiring")
+        forklift = best("forklift driver OSHA-30")
+        dental = best("dental hygienist")
+    assert electric[0]["metadata"]["role"] == "Electrician"
+    assert forklift[0]["metadata"]["role"] in (
+        "Forklift Operator",
+        "Material Handler",
+        "Warehouse Associate",
+    )
+    matched = max(electric[0]["distance"], forklift[0]["distance"])
+    e, f, d = (hits[0]["distance"] for hits in (electric, forklift, dental))
+    print(f"best distances: electrician {e:.3f}, forklift {f:.3f}, dental {d:.3f}")
+    assert dental[0]["distance"] > matched + 0.1
+
+
+def test_text_search_uses_the_cache(stack: Stack, tmp_path: Path) -> None:
+    with stack.client() as c:
+        r1 = c.post("/v1/embed", json={"texts": ["cache me"]}).json()
+        r2 = c.post("/v1/embed", json={"texts": ["cache me"]}).json()
+    assert r1["vectors"] == r2["vectors"] and r1["dim"] == 384
