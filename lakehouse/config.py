@@ -81,6 +81,9 @@ class CatalogSettings(BaseModel):
 
 class QuerySettings(BaseModel):
     max_rows: int = Field(100_000, description="Rows returned before truncated: true.")
+    max_rows_arrow: int = Field(
+        2_000_000, description="Row cap for Arrow IPC results (also filter id sets)."
+    )
     timeout: float = Field(30.0, description="Statement timeout in seconds (504 after).")
     read_your_writes_wait: float = Field(
         2.0, description="Longest wait for a catalog event a request depends on."

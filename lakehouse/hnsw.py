@@ -80,15 +80,47 @@ class Partition:
         self.covered_seq = 0
         self.changes = 0  # since the last snapshot
         self.lock = RWLock()
+        # An int8 copy of every vector (+ its scale and squared norm), for exact scoring of a
+        # filtered subset: a few hundred bytes per vector instead of a float32 copy.
+        self.q8 = np.zeros((capacity, spec.dim), dtype=np.int8)
+        self.qscale = np.zeros(capacity, dtype=np.float32)
+        self.sqnorm = np.zeros(capacity, dtype=np.float32)
 
     @property
     def count(self) -> int:
         return len(self.ids) - len(self.deleted)
 
     def memory_bytes(self) -> int:
-        """hnswlib's own layout: per element data + level-0 links, plus our id map."""
+        """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
         per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
-        return int(self.index.get_max_elements() * per * 1.1 + len(self.ids) * 120)
+        mirror = self.q8.nbytes + self.qscale.nbytes + self.sqnorm.nbytes
+        return int(self.index.get_max_elements() * per * 1.1 + mirror + len(self.ids) * 120)
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        if self.spec.metric == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            return (vectors / norms).astype(np.float32)
+        return vectors.astype(np.float32, copy=False)
+
+    def _mirror(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if len(self.q8) < self.index.get_max_elements():
+            grow = self.index.get_max_elements()
+            self.q8 = np.concatenate(
+                [self.q8, np.zeros((grow - len(self.q8), self.spec.dim), np.int8)]
+            )
+            self.qscale = np.concatenate(
+                [self.qscale, np.zeros(grow - len(self.qscale), np.float32)]
+            )
+            self.sqnorm = np.concatenate(
+                [self.sqnorm, np.zeros(grow - len(self.sqnorm), np.float32)]
+            )
+        v = self._prepare(vectors)
+        scale = np.abs(v).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        self.q8[labels] = np.rint(v / scale[:, None]).astype(np.int8)
+        self.qscale[labels] = scale
+        self.sqnorm[labels] = (v * v).sum(axis=1)
 
     def apply(self, batch: Batch, seq: int, chunk: int = 2048) -> None:
         """Apply one batch (blocking). Upsert: an existing id keeps its label, gets the new
@@ -124,6 +156,7 @@ class Partition:
                         labels[start : start + chunk],
                         num_threads=self.threads,
                     )
+                    self._mirror(labels[start : start + chunk], vectors[start : start + chunk])
             for j, i in enumerate(ups):
                 self.meta[int(labels[j])] = batch.metadata[i]
         if dels:
@@ -160,6 +193,63 @@ class Partition:
             (self.ids[int(lab)], float(d), self.meta.get(int(lab)))
             for lab, d in zip(labels[0], dists[0], strict=True)
         ]
+
+    def _distances(self, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        if self.spec.metric == "l2":
+            diff = vectors - query
+            return (diff * diff).sum(axis=1)
+        return np.asarray(1.0 - vectors @ query)
+
+    def search_subset(
+        self,
+        query: np.ndarray,
+        ids: list[str],
+        k: int,
+        *,
+        exact_max: int = 20_000,
+        ef: int | None = None,
+    ) -> list[tuple[str, float, Any]]:
+        """Top-k among ``ids`` only (a resolved filter). Small sets are scored exactly: int8
+        scores over the set, then the best 4k re-ranked with the stored float vectors. Large
+        sets use hnswlib's filter callback with a beam widened by the selectivity."""
+        with self.lock.read():
+            labels = np.fromiter(
+                (
+                    lab
+                    for i in ids
+                    if (lab := self.labels.get(i)) is not None and lab not in self.deleted
+                ),
+                dtype=np.int64,
+            )
+            if labels.size == 0:
+                return []
+            k = min(k, labels.size)
+            q = self._prepare(query.reshape(1, -1))[0]
+            if labels.size <= exact_max:
+                approx = np.empty(labels.size, dtype=np.float32)
+                for start in range(0, labels.size, 4096):
+                    part = labels[start : start + 4096]
+                    dots = (self.q8[part].astype(np.float32) @ q) * self.qscale[part]
+                    if self.spec.metric == "l2":
+                        approx[start : start + 4096] = self.sqnorm[part] - 2 * dots + q @ q
+                    else:
+                        approx[start : start + 4096] = 1.0 - dots
+                m = min(labels.size, max(4 * k, 32))
+                cand = labels[np.argpartition(approx, m - 1)[:m]] if m < labels.size else labels
+                exact = self._distances(q, self.index.get_items(cand, return_type="numpy"))
+                order = np.argsort(exact)[:k]
+                pairs = [(int(cand[i]), float(exact[i])) for i in order]
+            else:
+                allowed = set(labels.tolist())
+                share = labels.size / max(1, len(self.ids))
+                beam = int(min(4096, max(ef or self.spec.ef_search, k) / max(share, 1e-3)))
+                if beam != self.index.ef:
+                    self.index.set_ef(beam)
+                found, dists = self.index.knn_query(
+                    query.reshape(1, -1), k=k, num_threads=1, filter=lambda lab: lab in allowed
+                )
+                pairs = [(int(a), float(b)) for a, b in zip(found[0], dists[0], strict=True)]
+            return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
 
     # ---- snapshots ---------------------------------------------------------------------
     def save(self, directory: Path) -> tuple[Path, Path]:
@@ -200,4 +290,13 @@ class Partition:
         }
         part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
         part.index.set_ef(spec.ef_search)
+        part.q8 = np.zeros((0, spec.dim), np.int8)
+        part.qscale = np.zeros(0, np.float32)
+        part.sqnorm = np.zeros(0, np.float32)
+        live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
+        for start in range(0, live.size, 8192):
+            chunk = live[start : start + 8192]
+            part._mirror(chunk, part.index.get_items(chunk, return_type="numpy"))
+        if not live.size:
+            part._mirror(np.zeros(0, np.int64), np.zeros((0, spec.dim), np.float32))
         return part

@@ -6,14 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from lakehouse.errors import BadRequest
+from lakehouse.errors import BadRequest, Conflict
 from schemas import subjects as S
 from schemas.vectors import IndexSpec
 
@@ -119,3 +120,32 @@ async def list_indexes(js: JetStreamContext) -> list[IndexSpec]:
         if spec is not None:
             out.append(spec)
     return out
+
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+async def create_index(js: JetStreamContext, spec: IndexSpec) -> IndexSpec:
+    """Publish a new index definition; Conflict when a live index has that name (also when a
+    concurrent create wins the race)."""
+    try:
+        last = await js.get_last_msg(S.STREAM_INDEXES, S.index_def(spec.name))
+    except NotFoundError:
+        expected = 0
+    else:
+        if not IndexSpec.model_validate_json(last.data or b"{}").deleted:
+            raise Conflict(f"index {spec.name!r} already exists")
+        expected = last.seq or 0
+    if spec.created_at is None:
+        spec = spec.model_copy(update={"created_at": datetime.now(UTC)})
+    try:
+        await js.publish(
+            S.index_def(spec.name),
+            spec.model_dump_json().encode(),
+            headers={"Nats-Expected-Last-Subject-Sequence": str(expected)},
+        )
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise Conflict(f"index {spec.name!r} already exists") from None
+        raise
+    return spec

@@ -11,6 +11,17 @@ from schemas.catalog import Mode
 from schemas.messages import Message
 
 
+class AutoEmbed(BaseModel):
+    """Embed every row after the dataset registers (upsert by id)."""
+
+    index: str = Field(description="Vector index; created (384-d, cosine) if missing.")
+    id_column: str = Field(description="Column holding each row's item id.", examples=["worker_id"])
+    text_template: str = Field(
+        description="Python format string over the row's columns.",
+        examples=["{role} in {city}, {state}. Skills: {skills}. {resume_text}"],
+    )
+
+
 class IngestRequest(Message):
     """Turn a CSV already in storage into a registered dataset (claim check: the CSV never
     travels inline). Publish with ``Nats-Msg-Id: <job_id>``."""
@@ -28,11 +39,13 @@ class IngestRequest(Message):
     delete_source: bool = Field(
         False, description="Delete the CSV once the job ends (the gateway's staged uploads)."
     )
+    embed: AutoEmbed | None = Field(None, description="Also embed every row into an index.")
 
 
 class IngestResult(BaseModel):
     """What a finished ingest returns (the seed's D4 response plus catalog details)."""
 
+    job_id: str = Field("", description="The ingest job (GET /v1/jobs/{job_id}).")
     dataset_id: str = Field(description="UUIDv5 of the name.")
     name: str = Field(description="Dataset name.", examples=["workers"])
     row_count: int = Field(description="Rows in this ingest's file.", examples=[500_000])
@@ -46,6 +59,8 @@ class IngestResult(BaseModel):
         default_factory=list, description="Columns widened to string after the sample."
     )
     catalog_seq: int = Field(description="Catalog event sequence (read-your-writes token).")
+    embed_index: str | None = Field(None, description="Index the rows are being embedded into.")
+    embed_batches: int = Field(0, description="Embed requests published (progress: GET job).")
 
 
 class JobError(BaseModel):

@@ -33,6 +33,8 @@ class IndexSpec(Message):
         description="Embedding model for text items/queries (None: vectors only).",
         examples=["all-MiniLM-L6-v2"],
     )
+    dataset: str | None = Field(None, description="Dataset the items come from (for filters).")
+    id_column: str | None = Field(None, description="Column of ``dataset`` holding item ids.")
     deleted: bool = Field(False, description="True on the tombstone of a deleted index.")
     created_at: datetime | None = Field(None, description="When it was created (UTC).")
 
@@ -49,7 +51,9 @@ class EmbedRequest(Message):
     batch_id: str = Field(description="Deterministic batch id (dedupe).", examples=["job1-0"])
     index: str = Field(description="Target index.", examples=["workers"])
     items: list[TextItem] = Field(description="Items to embed.")
-    job_id: str | None = Field(None, description="Job to report progress on, if any.")
+    job_id: str | None = Field(
+        None, description="Job to report progress on: lakehouse.jobs.<job_id>.embed.<batch_id>."
+    )
 
 
 class EmbedText(Message):
@@ -66,6 +70,9 @@ class SearchRequest(Message):
     k: int = Field(10, ge=1, le=10_000, description="Hits wanted.")
     ef: int | None = Field(None, description="Beam width; default the index's ef_search.")
     op: Literal["search", "stats"] = Field("search", description="search or stats.")
+    allowed_ids: list[str] | None = Field(
+        None, description="Only these ids may be returned (a resolved filter)."
+    )
 
 
 class Hit(BaseModel):

@@ -93,6 +93,13 @@ class EmbedWorker(Worker):
                 )
             )
         await asyncio.gather(*acks)
+        if req.job_id:
+            done = {"batch_id": req.batch_id, "items": len(req.items)}
+            await self.rt.js.publish(
+                f"{S.job(req.job_id)}.embed.{req.batch_id}",
+                json.dumps(done).encode(),
+                headers={"Nats-Msg-Id": f"embedded-{req.batch_id}"},
+            )
 
     async def embed_text(self, msg: Msg) -> bytes:
         req = parse(EmbedText, msg.data)

@@ -10,26 +10,49 @@ registered and nothing it wrote is left in storage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import shutil
+import string
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from lakehouse.bus import ConsumerSpec
 from lakehouse.csv2parquet import Converted, CsvError, convert
-from lakehouse.errors import LakehouseError, NotFound, Permanent, RetryLater
+from lakehouse.embedding import model_dim
+from lakehouse.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
 from lakehouse.rpc import call
 from lakehouse.runtime import Consume, Worker
+from lakehouse.vectors import create_index, get_index
 from schemas import subjects as S
 from schemas.catalog import ColumnSpec, ObjectRef, RegisterReply, RegisterRequest
-from schemas.ingest import IngestRequest, IngestResult, JobError, JobStatus
+from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobError, JobStatus
+from schemas.vectors import EmbedRequest, IndexSpec, TextItem
 
 log = logging.getLogger("workers.ingest")
+
+EMBED_BATCH = 256  # rows per EmbedRequest
+
+
+def check_template(embed: AutoEmbed, columns: list[str]) -> None:
+    fields = {f for _, f, _, _ in string.Formatter().parse(embed.text_template) if f}
+    unknown = sorted(fields - set(columns))
+    if unknown:
+        raise Permanent(f"text_template names unknown column(s) {unknown}; columns: {columns}")
+    if embed.id_column not in columns:
+        raise Permanent(f"id_column {embed.id_column!r} is not a column; columns: {columns}")
+
+
+def render(template: str, row: dict[str, Any]) -> str:
+    return template.format_map({k: "" if v is None else v for k, v in row.items()})
+
 
 PROGRESS_EVERY = 1.0  # seconds between progress updates
 
@@ -103,6 +126,8 @@ class IngestWorker(Worker):
             raise Permanent(f"no CSV at storage key {req.source_key!r}", status=404) from None
         out = work / "data.parquet"
         converted = await self.convert(req, src, out)
+        if req.embed is not None:
+            check_template(req.embed, [c.name for c in converted.columns])
         digest = await asyncio.to_thread(sha256_file, out)
         key = f"datasets/{req.name}/{converted.fingerprint}/{digest[:32]}.parquet"
         await storage.put_file(key, out)
@@ -128,7 +153,11 @@ class IngestWorker(Worker):
                 raise Permanent(str(exc.detail), status=exc.status, error=exc.error) from None
             raise RetryLater(str(exc)) from None
         reply = RegisterReply.model_validate_json(raw)
+        batches = 0
+        if req.embed is not None:
+            batches = await self.publish_embeds(req, req.embed, out)
         return IngestResult(
+            job_id=req.job_id,
             dataset_id=reply.manifest.dataset_id,
             name=req.name,
             row_count=converted.rows,
@@ -140,7 +169,44 @@ class IngestWorker(Worker):
             dataset_rows=reply.manifest.row_count,
             widened=converted.widened,
             catalog_seq=reply.catalog_seq,
+            embed_index=req.embed.index if req.embed else None,
+            embed_batches=batches,
         )
+
+    async def publish_embeds(self, req: IngestRequest, embed: AutoEmbed, parquet: Path) -> int:
+        """One EmbedRequest per EMBED_BATCH rows, with deterministic batch ids: a redelivered
+        job republishes the same ids, which JetStream stores once."""
+        js = self.rt.js
+        if await get_index(js, embed.index) is None:
+            spec = IndexSpec(
+                name=embed.index,
+                dim=model_dim(self.rt.settings),
+                dataset=req.name,
+                id_column=embed.id_column,
+            )
+            with contextlib.suppress(Conflict):
+                await create_index(js, spec)
+        acks = []
+        reader = pq.ParquetFile(parquet)
+        n = 0
+        for batch in reader.iter_batches(batch_size=EMBED_BATCH):
+            items = [
+                TextItem(id=str(row[embed.id_column]), text=render(embed.text_template, row))
+                for row in batch.to_pylist()
+            ]
+            er = EmbedRequest(
+                batch_id=f"{req.job_id}-{n}", index=embed.index, items=items, job_id=req.job_id
+            )
+            acks.append(
+                await js.publish_async(
+                    S.embed_requests(embed.index),
+                    er.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": er.batch_id},
+                )
+            )
+            n += 1
+        await asyncio.gather(*acks)
+        return n
 
     async def convert(self, req: IngestRequest, src: Path, out: Path) -> Converted:
         loop = asyncio.get_running_loop()

@@ -137,7 +137,8 @@ class QueryWorker(Worker):
         req = parse(SqlRequest, msg.data)
         await self.wait_applied(req.min_catalog_seq)
         qs = self.rt.settings.query
-        max_rows = min(req.max_rows or qs.max_rows, qs.max_rows)
+        cap = qs.max_rows_arrow if req.format == "arrow" else qs.max_rows
+        max_rows = min(req.max_rows or cap, cap)
         timeout = min(req.timeout or qs.timeout, qs.timeout)
         cur = self.db.cursor()
         work = asyncio.ensure_future(asyncio.to_thread(self.run, cur, req.sql, max_rows))

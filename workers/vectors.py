@@ -275,7 +275,12 @@ class VectorWorker(Worker):
         self, owned: Owned, query: np.ndarray, req: SearchRequest
     ) -> PartitionReply:
         started = time.perf_counter()
-        hits = await asyncio.to_thread(owned.part.search, query, req.k, req.ef)
+        if req.allowed_ids is not None:
+            hits = await asyncio.to_thread(
+                owned.part.search_subset, query, req.allowed_ids, req.k, ef=req.ef
+            )
+        else:
+            hits = await asyncio.to_thread(owned.part.search, query, req.k, req.ef)
         reply = self.stats(owned)
         reply.hits = [Hit(id=i, distance=d, metadata=m) for i, d, m in hits]
         reply.took_ms = round((time.perf_counter() - started) * 1000, 3)

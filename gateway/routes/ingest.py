@@ -18,7 +18,7 @@ from gateway.uploads import upload_body
 from lakehouse.errors import BadRequest, LakehouseError, NotFound, TooLarge
 from schemas import subjects as S
 from schemas.catalog import Mode
-from schemas.ingest import IngestRequest, JobStatus
+from schemas.ingest import AutoEmbed, IngestRequest, JobStatus
 
 if TYPE_CHECKING:
     from gateway.app import State
@@ -49,10 +49,22 @@ async def ingest(
     name: str = Query(description="Dataset name [A-Za-z0-9_-]{1,128}", examples=["workers"]),
     mode: Mode = Query("replace", description="replace (default) or append"),
     wait: float | None = Query(None, ge=0, le=3600, description="Seconds to wait (default 120)"),
+    embed_index: str | None = Query(None, description="Also embed every row into this index"),
+    id_column: str | None = Query(None, description="Column with each row's item id"),
+    text_template: str | None = Query(
+        None, description="Format string over the columns, e.g. '{role} in {city}'"
+    ),
     st: State = Depends(state),
 ) -> Response:
     if not S.valid_name(name):
         raise BadRequest(f"invalid dataset name {name!r}: use 1-128 of [A-Za-z0-9_-]")
+    embed = None
+    if embed_index or id_column or text_template:
+        if not (embed_index and id_column and text_template):
+            raise BadRequest("auto-embed needs embed_index, id_column and text_template together")
+        if not S.valid_name(embed_index):
+            raise BadRequest(f"invalid index name {embed_index!r}: use 1-128 of [A-Za-z0-9_-]")
+        embed = AutoEmbed(index=embed_index, id_column=id_column, text_template=text_template)
     nc = st.require_nats()
     cap = st.settings.ingest.max_upload_bytes
     length = request.headers.get("content-length")
@@ -66,7 +78,14 @@ async def ingest(
     try:
         queued = JobStatus(job_id=job_id, state="queued", updated_at=datetime.now(UTC))
         await js.publish(S.job(job_id), queued.model_dump_json().encode())
-        req = IngestRequest(job_id=job_id, name=name, source_key=key, mode=mode, delete_source=True)
+        req = IngestRequest(
+            job_id=job_id,
+            name=name,
+            source_key=key,
+            mode=mode,
+            delete_source=True,
+            embed=embed,
+        )
         await js.publish(
             S.INGEST_REQUESTS, req.model_dump_json().encode(), headers={"Nats-Msg-Id": job_id}
         )
@@ -109,6 +128,14 @@ async def job(job_id: str, st: State = Depends(state)) -> Response:
     except NotFoundError:
         raise NotFound(f"no job {job_id!r}") from None
     status = JobStatus.model_validate_json(msg.data or b"{}")
+    body = status.model_dump(mode="json")
     if status.state == "succeeded" and status.result is not None:
         st.saw_catalog_seq(status.result.catalog_seq)
-    return Response(status.model_dump_json(), media_type="application/json")
+        if status.result.embed_index:
+            info = await js.stream_info(S.STREAM_JOBS, subjects_filter=f"{S.job(job_id)}.embed.>")
+            body["embed"] = {
+                "index": status.result.embed_index,
+                "batches": status.result.embed_batches,
+                "batches_done": len(info.state.subjects or {}),
+            }
+    return JSONResponse(body)

@@ -6,20 +6,27 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel, Field
 
 from gateway.routes import state
-from lakehouse.errors import BadRequest, Conflict, NotFound
+from lakehouse.errors import BadRequest, NotFound
 from lakehouse.rpc import call, scatter
-from lakehouse.vectors import batch_msg_id, encode, get_index, list_indexes, partition_of
+from lakehouse.vectors import (
+    batch_msg_id,
+    create_index,
+    encode,
+    get_index,
+    list_indexes,
+    partition_of,
+)
 from schemas import subjects as S
+from schemas.query import SqlRequest
 from schemas.vectors import (
     EmbedRequest,
     EmbedText,
@@ -34,7 +41,6 @@ if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(tags=["vectors"])
-WRONG_LAST_SEQUENCE = 10071
 
 
 class IndexBody(BaseModel):
@@ -46,6 +52,8 @@ class IndexBody(BaseModel):
     ef_construction: int = Field(200, ge=8, le=4096)
     ef_search: int = Field(64, ge=1, le=4096)
     model: str | None = Field(None, description="Embedding model for text items/queries.")
+    dataset: str | None = Field(None, description="Dataset the items come from (filters).")
+    id_column: str | None = Field(None, description="Column of dataset holding item ids.")
 
 
 class Item(BaseModel):
@@ -64,10 +72,15 @@ class DeleteBody(BaseModel):
 
 
 class SearchBody(BaseModel):
-    vector: list[float] | None = None
-    text: str | None = None
+    vector: list[float] | None = Field(None, description="Query vector, or give text.")
+    text: str | None = Field(None, description="Query text (embedded, cached).")
     k: int = Field(10, ge=1, le=1000)
     ef: int | None = Field(None, ge=1, le=4096)
+    filter: str | None = Field(
+        None,
+        description="SQL predicate over the index's dataset; only matching rows are returned.",
+        examples=["state = 'IL' AND reliability > 0.8"],
+    )
 
 
 class EmbedBody(BaseModel):
@@ -84,29 +97,10 @@ async def require_index(st: State, name: str) -> IndexSpec:
 
 
 @router.post("/v1/vectors/index", status_code=201, summary="Create a vector index")
-async def create_index(body: IndexBody, st: State = Depends(state)) -> dict[str, Any]:
+async def create(body: IndexBody, st: State = Depends(state)) -> dict[str, Any]:
     if not S.valid_name(body.name):
         raise BadRequest(f"invalid index name {body.name!r}: use 1-128 of [A-Za-z0-9_-]")
-    js = st.require_nats().jetstream()
-    spec = IndexSpec(**body.model_dump(), created_at=datetime.now(UTC))
-    try:
-        last = await js.get_last_msg(S.STREAM_INDEXES, S.index_def(body.name))
-    except NotFoundError:
-        expected = 0
-    else:
-        if not IndexSpec.model_validate_json(last.data or b"{}").deleted:
-            raise Conflict(f"index {body.name!r} already exists")
-        expected = last.seq or 0
-    try:
-        await js.publish(
-            S.index_def(body.name),
-            spec.model_dump_json().encode(),
-            headers={"Nats-Expected-Last-Subject-Sequence": str(expected)},
-        )
-    except APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
-            raise Conflict(f"index {body.name!r} already exists") from None
-        raise
+    spec = await create_index(st.require_nats().jetstream(), IndexSpec(**body.model_dump()))
     return spec.model_dump(mode="json", exclude={"v", "deleted"})
 
 
@@ -239,6 +233,25 @@ async def embed_texts(st: State, texts: list[str]) -> dict[str, Any]:
     return out
 
 
+async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> list[str]:
+    """The ids of the index's dataset rows matching ``predicate``, via a query worker (the
+    same sandbox as /v1/sql)."""
+    if not spec.dataset or not spec.id_column:
+        raise BadRequest(
+            f"index {spec.name!r} has no dataset/id_column, so it cannot be filtered; "
+            "create it with them (or through ingest's auto-embed)"
+        )
+    col = '"' + spec.id_column.replace('"', '""') + '"'
+    sql = f'SELECT CAST({col} AS VARCHAR) AS id FROM "{spec.dataset}" WHERE {predicate}'
+    req = SqlRequest(sql=sql, format="arrow", min_catalog_seq=st.catalog_seq)
+    qs = st.settings.query
+    raw = await call(st.require_nats(), S.QUERY_SQL, req, timeout=qs.timeout + 5, what="query")
+    table = pa.ipc.open_stream(pa.BufferReader(raw)).read_all()
+    if (table.schema.metadata or {}).get(b"lakehouse.truncated") == b"true":
+        raise BadRequest(f"the filter matches more than {qs.max_rows_arrow} rows; narrow it")
+    return [i for i in table.column("id").to_pylist() if i is not None]
+
+
 @router.post("/v1/vectors/index/{name}/search", summary="Top-k search by vector or text")
 async def search(name: str, body: SearchBody, st: State = Depends(state)) -> dict[str, Any]:
     started = time.perf_counter()
@@ -254,7 +267,14 @@ async def search(name: str, body: SearchBody, st: State = Depends(state)) -> dic
     assert vector is not None
     if len(vector) != spec.dim:
         raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
-    parts, missing = await gather(st, spec, SearchRequest(vector=vector, k=body.k, ef=body.ef))
+    allowed = None
+    filter_ms = 0.0
+    if body.filter is not None:
+        t = time.perf_counter()
+        allowed = await resolve_filter(st, spec, body.filter)
+        filter_ms = (time.perf_counter() - t) * 1000
+    req = SearchRequest(vector=vector, k=body.k, ef=body.ef, allowed_ids=allowed)
+    parts, missing = await gather(st, spec, req)
     hits = sorted((h for p in parts for h in p.hits), key=lambda h: h.distance)[: body.k]
     return {
         "hits": [h.model_dump() for h in hits],
@@ -265,6 +285,8 @@ async def search(name: str, body: SearchBody, st: State = Depends(state)) -> dic
             for p in parts
         ],
         "embed_ms": round(embed_ms, 3),
+        "filter_ms": round(filter_ms, 3),
+        "filter_matches": None if allowed is None else len(allowed),
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
 

@@ -45,3 +45,8 @@ def normalize(v: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (v / norms).astype(np.float32, copy=False)
+
+
+def model_dim(settings: Settings) -> int:
+    """Dimension of the configured provider's vectors, without loading the model."""
+    return settings.embed.ollama_dim if settings.embed.provider == "ollama" else 384
