@@ -42,7 +42,9 @@ def main() -> int:
         csv = root / "workers.csv"
         t = time.perf_counter()
         size = generate(csv, args.rows, 42)
-        print(f"generated {args.rows} rows, {size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f}s")
+        print(
+            f"generated {args.rows} rows, {size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f}s"
+        )
         seaweed = None
         if args.backend == "s3":
             from tests.support.servers import SeaweedS3
