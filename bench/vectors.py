@@ -64,7 +64,7 @@ def main() -> int:
     args = ap.parse_args()
     n, dim = args.n, args.dim
     data = clustered(n, dim, centers=500, noise=0.5)
-    queries = clustered(args.queries, dim, centers=500, noise=0.5, seed=99)
+    queries = clustered(args.queries, dim, centers=500, noise=0.5, sample=99)
     truth = exact_topk(data, queries, 10)
 
     raw = hnswlib.Index(space="cosine", dim=dim)

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from gateway import errors
 from gateway.routes import catalog, health, ingest, sql, storage, vectors
@@ -19,6 +21,7 @@ from lakehouse.bus import connect
 from lakehouse.config import Settings, load_settings, redact_url
 from lakehouse.errors import Unavailable
 from lakehouse.storage import Storage, open_storage
+from schemas import subjects as S
 
 log = logging.getLogger("gateway")
 
@@ -37,6 +40,7 @@ class State:
     put_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     catalog_seq: int = 0  # newest catalog event this gateway has seen (read-your-writes)
+    index_specs: dict[str, Any] = field(default_factory=dict)  # cleared on any index change
 
     @property
     def nats_connected(self) -> bool:
@@ -61,7 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lh = state
 
         async def connect_nats() -> None:
-            state.nc = await connect(settings, "lakehouse-gateway", deadline=None)
+            nc = await connect(settings, "lakehouse-gateway", deadline=None)
+
+            async def index_changed(msg: Msg) -> None:
+                state.index_specs.clear()
+
+            await nc.subscribe(S.all_under(S.INDEXES_PREFIX), cb=index_changed)
+            state.nc = nc
 
         connecting = asyncio.create_task(connect_nats())
         try:

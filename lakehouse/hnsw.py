@@ -144,7 +144,8 @@ class Partition:
             with self.lock.write():
                 needed = len(self.ids)
                 if needed > self.index.get_max_elements():
-                    self.index.resize_index(max(needed, 2 * self.index.get_max_elements()))
+                    grown = int(self.index.get_max_elements() * 1.5)
+                    self.index.resize_index(max(needed, grown))
                 revive = [int(lab) for lab in labels if int(lab) in self.deleted]
                 for lab in revive:
                     self.index.unmark_deleted(lab)
@@ -158,7 +159,10 @@ class Partition:
                     )
                     self._mirror(labels[start : start + chunk], vectors[start : start + chunk])
             for j, i in enumerate(ups):
-                self.meta[int(labels[j])] = batch.metadata[i]
+                if batch.metadata[i] is None:
+                    self.meta.pop(int(labels[j]), None)  # only items with metadata cost a slot
+                else:
+                    self.meta[int(labels[j])] = batch.metadata[i]
         if dels:
             with self.lock.write():
                 for i in dels:
@@ -284,9 +288,9 @@ class Partition:
         part.labels = {item_id: i for i, item_id in enumerate(part.ids)}
         part.deleted = {i for i, d in enumerate(t.column("deleted").to_pylist()) if d}
         part.meta = {
-            i: (None if m is None else json.loads(m))
+            i: json.loads(m)
             for i, m in enumerate(t.column("metadata").to_pylist())
-            if i not in part.deleted
+            if m is not None and i not in part.deleted
         }
         part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
         part.index.set_ef(spec.ef_search)

@@ -54,7 +54,7 @@ def test_storage_examples_run(
 
 
 def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
-    stack = Stack(tmp_path / "stack").start()
+    stack = Stack(tmp_path / "stack").start(("catalog", "ingest", "query", "embed", "vectors"))
     try:
         [example] = [b for b in blocks("sh example") if "/v1/ingest" in b]
         out = subprocess.run(
@@ -78,5 +78,24 @@ def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
             return r.status_code == 200 and r.json()["rows"] == [["Alice"]]
 
         wait_until(queryable, timeout=30, what="upstream dataset to be queryable")
+
+        [vec_example] = blocks("sh example-vectors")
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", vec_example],
+            env={**os.environ, "BASE": stack.base},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+
+        def found() -> bool:
+            r = httpx.post(
+                f"{stack.base}/v1/vectors/index/people/search",
+                json={"text": "electrician with industrial wiring", "k": 1},
+            )
+            return r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["1"]
+
+        wait_until(found, timeout=60, what="README vector example to find the electrician")
     finally:
         stack.stop()

@@ -58,7 +58,7 @@ def add_vectors(
 
 def test_recall_at_10_on_20k_clustered_vectors(stack: Stack) -> None:
     data = clustered(20_000, 128)
-    queries = clustered(200, 128, seed=99)
+    queries = clustered(200, 128, sample=99)
     with stack.client(timeout=120) as c:
         name = new_index(c, 128)
         add_vectors(c, name, data)

@@ -7,13 +7,27 @@ import numpy as np
 
 
 def clustered(
-    n: int, dim: int, *, centers: int = 200, noise: float = 0.35, seed: int = 7
+    n: int,
+    dim: int,
+    *,
+    centers: int = 200,
+    noise: float = 0.35,
+    rank: int = 16,
+    seed: int = 7,
+    sample: int = 0,
 ) -> np.ndarray:
-    """Unit vectors around ``centers`` random directions (low-rank structure + noise)."""
+    """Unit vectors shaped like embeddings: ``centers`` cluster directions, variation inside a
+    cluster along a shared ``rank``-dimensional subspace, and a little isotropic noise. The
+    clusters come from ``seed``; ``sample`` picks another draw from the same clusters (use it
+    for queries)."""
     rng = np.random.default_rng(seed)
-    basis = rng.normal(size=(centers, dim)).astype(np.float32)
+    base = rng.normal(size=(centers, dim)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    sub = rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(dim)
+    rng = np.random.default_rng([seed, sample])
     which = rng.integers(0, centers, size=n)
-    v = basis[which] + noise * rng.normal(size=(n, dim)).astype(np.float32) * np.sqrt(dim / dim)
+    v = base[which] + (rng.normal(size=(n, rank)).astype(np.float32) * noise * 2) @ sub
+    v += rng.normal(size=(n, dim)).astype(np.float32) * (0.1 * noise / np.sqrt(dim))
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v.astype(np.float32)
 
