@@ -105,7 +105,7 @@ class VectorSettings(BaseModel):
     snapshot_every: float = Field(60.0, description="Seconds between partition snapshots.")
     snapshot_min_changes: int = Field(1000, description="Changes before a periodic snapshot.")
     lease_ttl: float = Field(5.0, description="Seconds a partition lease lives unrenewed.")
-    add_chunk: int = Field(2048, description="Vectors per locked add (searches interleave).")
+    add_chunk: int = Field(256, description="Vectors per locked add (searches interleave).")
     search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
     threads: int = Field(0, description="hnswlib threads (0: all cores).")
 

@@ -23,6 +23,17 @@ def blocks(tag: str) -> list[str]:
     return re.findall(rf"```{tag}\n(.*?)```", README, flags=re.S)
 
 
+def run_block(block: str, base: str) -> subprocess.CompletedProcess[str]:
+    """Run a README shell example against the gateway at ``base`` ($BASE)."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        env={**os.environ, "BASE": base},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_two_commands_and_ci_runs_the_same() -> None:
     first = blocks("sh")[0]
     assert [line.split("#")[0].strip() for line in first.strip().splitlines()] == [
@@ -41,13 +52,7 @@ def test_storage_examples_run(
 ) -> None:
     base = gateway(make_settings())
     [example] = [b for b in blocks("sh example") if "/v1/storage" in b]
-    out = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", example],
-        env={**os.environ, "BASE": base},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_block(example, base)
     assert out.returncode == 0, out.stderr
     assert "1,Alice" in out.stdout
     assert '"docs/sample.csv"' in out.stdout
@@ -57,13 +62,7 @@ def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "stack").start(("catalog", "ingest", "query", "embed", "vectors"))
     try:
         [example] = [b for b in blocks("sh example") if "/v1/ingest" in b]
-        out = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", example],
-            env={**os.environ, "BASE": stack.base},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = run_block(example, stack.base)
         assert out.returncode == 0, out.stderr
         assert '"row_count":2' in out.stdout.replace(" ", "")
         assert '[["Alice"],["Bob"]]' in out.stdout.replace(" ", "")
@@ -80,13 +79,7 @@ def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
         wait_until(queryable, timeout=30, what="upstream dataset to be queryable")
 
         [vec_example] = blocks("sh example-vectors")
-        out = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", vec_example],
-            env={**os.environ, "BASE": stack.base},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = run_block(vec_example, stack.base)
         assert out.returncode == 0, out.stderr
 
         def found() -> bool:
