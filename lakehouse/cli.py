@@ -212,6 +212,27 @@ def gen_workers(
     typer.echo(f"wrote {rows} rows, {size / (1 << 20):.1f} MiB to {out}")
 
 
+@app.command()
+def bench(
+    rows: Annotated[int, typer.Option(help="CSV rows to ingest.")] = 500_000,
+    vectors: Annotated[int, typer.Option(help="Precomputed vectors to load.")] = 500_000,
+    dim: Annotated[int, typer.Option(help="Vector dimension.")] = 768,
+    texts: Annotated[int, typer.Option(help="Texts for the embedding workload.")] = 2_000,
+    embed_rows: Annotated[int, typer.Option(help="Rows for auto-embed end to end.")] = 30_000,
+    sql_runs: Annotated[int, typer.Option(help="Runs per SQL query after warm-up.")] = 30,
+    quick: Annotated[
+        bool, typer.Option(help="CI size: 20K rows, 20K×128 vectors, 200 texts.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Run every workload next to its floor in the same run and print one table."""
+    from lakehouse.bench.run import run
+
+    if quick:
+        rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
+    run(rows, vectors, dim, texts, embed_rows, sql_runs, json_out)
+
+
 @app.command("schemas")
 def schemas_cmd(out: Annotated[Path, typer.Argument()] = Path("schemas/json")) -> None:
     """Write the JSON Schema of every message to OUT."""

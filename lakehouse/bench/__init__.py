@@ -1,0 +1,1 @@
+"""``lakehouse bench``: each workload next to its floor, measured in the same run."""

@@ -1,0 +1,43 @@
+"""Clustered, embedding-like test vectors (never uniform random: those have no
+neighbourhoods, so recall on them says nothing) and exact top-k by numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clustered(
+    n: int,
+    dim: int,
+    *,
+    centers: int = 200,
+    noise: float = 0.35,
+    rank: int = 16,
+    seed: int = 7,
+    sample: int = 0,
+) -> np.ndarray:
+    """Unit vectors shaped like embeddings: ``centers`` cluster directions, variation inside a
+    cluster along a shared ``rank``-dimensional subspace, and a little isotropic noise. The
+    clusters come from ``seed``; ``sample`` picks another draw from the same clusters (use it
+    for queries)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(centers, dim)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    sub = rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(dim)
+    rng = np.random.default_rng([seed, sample])
+    which = rng.integers(0, centers, size=n)
+    v = base[which] + (rng.normal(size=(n, rank)).astype(np.float32) * noise * 2) @ sub
+    v += rng.normal(size=(n, dim)).astype(np.float32) * (0.1 * noise / np.sqrt(dim))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v.astype(np.float32)
+
+
+def exact_topk(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k nearest rows by cosine distance."""
+    sims = queries @ data.T
+    return np.argsort(-sims, axis=1)[:, :k]
+
+
+def recall(found: list[list[int]], truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))

@@ -1,0 +1,81 @@
+"""Run the workloads and print one table: workload, ours, floor, ratio, the seed's figure."""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from lakehouse.bench import workloads as W
+from lakehouse.bench.stack import BenchStack
+from lakehouse.gen import generate
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def table(rows: list[W.Row]) -> str:
+    lines = ["| workload | ours | floor | ratio | seed | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+        lines.append(
+            f"| {r.workload} | {fmt(r.ours)} | {fmt(r.floor)} | {ratio} | {r.seed} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def run(
+    rows: int,
+    vectors: int,
+    dim: int,
+    texts: int,
+    embed_rows: int,
+    sql_runs: int,
+    json_out: Path | None,
+) -> list[W.Row]:
+    started = time.monotonic()
+    out: list[W.Row] = []
+    with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
+        work = Path(tmp)
+        csv = work / "workers.csv"
+        size = generate(csv, rows, seed=42)
+        print(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)", flush=True)
+        stack = BenchStack(work / "stack").start()
+        try:
+            rows_ingest, parquet = W.ingest(stack, csv, rows, work)
+            out += rows_ingest
+            print(table(out), flush=True)
+            out += W.sql(stack, parquet, rows, sql_runs)
+            out += W.vectors(stack, vectors, dim)
+            out += W.texts(stack, texts)
+            sub = work / "subset.csv"
+            generate(sub, embed_rows, seed=7)
+            out += W.auto_embed(stack, sub, embed_rows)
+        finally:
+            stack.stop()
+    report = table(out)
+    header = (
+        f"{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {psutil.cpu_count()} cores · "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB · rows {rows:,} · "
+        f"vectors {vectors:,}×{dim} · texts {texts:,} · auto-embed {embed_rows:,} · "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    print(f"\n{header}\n\n{report}", flush=True)
+    if json_out:
+        json_out.write_text(
+            json.dumps(
+                {"header": header, "rows": [{**asdict(r), "ratio": r.ratio} for r in out]}, indent=2
+            )
+        )
+    return out
