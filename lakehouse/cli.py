@@ -197,6 +197,86 @@ def catalog_restore(config: ConfigOpt = None) -> None:
     asyncio.run(go())
 
 
+dlq_app = typer.Typer(help="Dead-lettered messages: inspect, retry after a fix, purge.")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _with_js(config: Path | None, work: Any) -> Any:
+    from lakehouse.bus import connect
+    from lakehouse.storage import open_storage
+
+    settings = _settings(config)
+
+    async def go() -> Any:
+        nc = await connect(settings, "lakehouse-dlq", deadline=10)
+        try:
+            return await work(nc.jetstream(), open_storage(settings))
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+@dlq_app.command("list")
+def dlq_list(kind: str, config: ConfigOpt = None) -> None:
+    """One line per dead letter of KIND: sequence, subject, deliveries, error."""
+    from lakehouse import dlq
+
+    items = _with_js(config, lambda js, _: dlq.letters(js, kind))
+    for item in items:
+        le = item.letter
+        typer.echo(
+            f"{item.seq}\t{le.failed_at:%Y-%m-%d %H:%M:%S}\t{le.subject}\t"
+            f"deliveries={le.deliveries}\t{le.error[:120]}"
+        )
+    typer.echo(f"{len(items)} dead letter(s) for {kind}")
+
+
+@dlq_app.command("show")
+def dlq_show(kind: str, seq: int, config: ConfigOpt = None) -> None:
+    """A dead letter in full, with its payload."""
+    from lakehouse import dlq
+
+    async def work(js: Any, storage: Any) -> tuple[Any, bytes]:
+        item = await dlq.get(js, kind, seq)
+        return item, await dlq.payload(storage, item.letter)
+
+    item, body = _with_js(config, work)
+    typer.echo(item.letter.model_dump_json(indent=2, exclude={"payload_b64"}))
+    typer.echo("payload:")
+    typer.echo(body.decode("utf-8", errors="replace")[:4000])
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    kind: str,
+    seq: Annotated[int | None, typer.Argument(help="One dead letter; omit with --all.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retry every dead letter of KIND.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-publish dead-lettered messages to their original subjects (then drop the letters)."""
+    from lakehouse import dlq
+
+    if (seq is None) == (not all_):
+        raise typer.BadParameter("give a SEQ or --all")
+
+    async def work(js: Any, storage: Any) -> list[int]:
+        items = await dlq.letters(js, kind) if all_ else [await dlq.get(js, kind, seq or 0)]
+        return [await dlq.retry(js, storage, kind, item) for item in items]
+
+    done = _with_js(config, work)
+    typer.echo(f"re-published {len(done)} message(s)")
+
+
+@dlq_app.command("purge")
+def dlq_purge(kind: str, config: ConfigOpt = None) -> None:
+    """Delete every dead letter of KIND."""
+    from lakehouse import dlq
+
+    n = _with_js(config, lambda js, _: dlq.purge(js, kind))
+    typer.echo(f"purged {n} dead letter(s) for {kind}")
+
+
 @app.command("gen-workers")
 def gen_workers(
     rows: Annotated[int, typer.Option(help="Rows to generate.")] = 500_000,

@@ -10,18 +10,30 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from lakehouse.errors import LakehouseError, Permanent, Timeout, Unavailable
+from lakehouse.errors import BadRequest, LakehouseError, Permanent, Timeout, Unavailable
 
 log = logging.getLogger("lakehouse.rpc")
 
 STATUS_HEADER = "Lakehouse-Status"
 PART_HEADER = "Lakehouse-Part"  # "i/n": replies larger than max_payload come in parts
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: bytes) -> M:
+    """A request body as ``model``; a validation failure is a 400 naming the bad fields."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise BadRequest(exc.errors(include_url=False, include_context=False)) from None
 
 
 def error_reply(exc: BaseException) -> tuple[bytes, dict[str, str]]:

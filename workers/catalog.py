@@ -13,13 +13,12 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ValidationError
 
 from lakehouse import catalog, gc
 from lakehouse.errors import BadRequest, Conflict, NotFound, Unavailable
+from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from schemas import subjects as S
 from schemas.catalog import (
@@ -34,16 +33,6 @@ from schemas.catalog import (
 log = logging.getLogger("workers.catalog")
 
 MAX_ATTEMPTS = 20
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse(model: type[M], data: bytes) -> M:
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as exc:
-        raise BadRequest(exc.errors(include_url=False, include_context=False)) from None
 
 
 def check_name(name: str) -> str:

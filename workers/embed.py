@@ -19,11 +19,11 @@ from nats.aio.msg import Msg
 from lakehouse.bus import ConsumerSpec
 from lakehouse.embedding import Provider, load_provider
 from lakehouse.errors import Permanent, RetryLater, Unavailable
+from lakehouse.rpc import parse
 from lakehouse.runtime import Consume, Serve, Worker
 from lakehouse.vectors import encode, get_index, partition_of
 from schemas import subjects as S
 from schemas.vectors import EmbedRequest, EmbedText
-from workers.catalog import parse
 
 log = logging.getLogger("workers.embed")
 

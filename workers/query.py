@@ -22,12 +22,12 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from lakehouse.errors import BadRequest, Forbidden, LakehouseError, Timeout
+from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from lakehouse.sqljson import table_rows
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
 from schemas.query import SqlRequest
-from workers.catalog import parse
 
 log = logging.getLogger("workers.query")
 

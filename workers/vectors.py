@@ -27,11 +27,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from lakehouse.errors import BadRequest, NotFound
 from lakehouse.hnsw import Partition
 from lakehouse.leases import Leases
+from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from lakehouse.vectors import decode, list_indexes
 from schemas import subjects as S
 from schemas.vectors import Hit, IndexSpec, PartitionReply, SearchRequest
-from workers.catalog import parse
 
 log = logging.getLogger("workers.vectors")
 

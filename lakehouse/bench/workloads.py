@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import httpx
 import nats
+import nats.js.errors
 import numpy as np
 import psutil
 import pyarrow.csv as pacsv
@@ -153,19 +154,36 @@ def sql(stack: BenchStack, parquet: Path, rows: int, runs: int) -> list[Row]:
     return out
 
 
-async def publish(url: str, index: str, data: np.ndarray, parts: int) -> None:
+async def publish(url: str, index: str, data: np.ndarray, parts: int, window: int = 16) -> None:
+    """Publish binary batches with at most ``window`` unacknowledged, retrying a 429."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     groups: dict[int, list[int]] = {}
     for i in range(len(data)):
         groups.setdefault(partition_of(f"v{i}", parts), []).append(i)
-    acks = []
+    slots = asyncio.Semaphore(window)
+
+    async def send(subject: str, payload: bytes) -> None:
+        async with slots:
+            for attempt in range(20):
+                try:
+                    await js.publish(subject, payload, timeout=30)
+                    return
+                except nats.js.errors.APIError as exc:
+                    if exc.code != 429 or attempt == 19:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+
+    tasks = []
     for part, idx in groups.items():
         for s in range(0, len(idx), 500):
             chunk = idx[s : s + 500]
             payload = encode([f"v{i}" for i in chunk], data[chunk], None, dim=data.shape[1])
-            acks.append(await js.publish_async(f"lakehouse.vectors.{index}.{part}", payload))
-    await asyncio.gather(*acks)
+            tasks.append(asyncio.create_task(send(f"lakehouse.vectors.{index}.{part}", payload)))
+            if len(tasks) >= window * 4:
+                await asyncio.gather(*tasks)
+                tasks = []
+    await asyncio.gather(*tasks)
     await nc.close()
 
 
