@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
@@ -68,35 +69,69 @@ async def respond(nc: NATS, reply: str, body: bytes, headers: dict[str, str] | N
         await nc.publish(reply, part, headers={**(headers or {}), PART_HEADER: f"{i}/{len(parts)}"})
 
 
+class _Replies:
+    """One wildcard reply subscription per connection (no SUB/UNSUB per request); each
+    request gets its own token and queue."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self.queues: dict[str, asyncio.Queue[Msg]] = {}
+        self.ready = asyncio.Lock()
+        self.subscribed = False
+
+    async def open(self) -> tuple[str, str, asyncio.Queue[Msg]]:
+        if not self.subscribed:
+            async with self.ready:
+                if not self.subscribed:
+                    await self.nc.subscribe(f"{self.prefix}.*", cb=self.deliver)
+                    self.subscribed = True
+        token = uuid.uuid4().hex
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self.queues[token] = queue
+        return token, f"{self.prefix}.{token}", queue
+
+    async def deliver(self, msg: Msg) -> None:
+        queue = self.queues.get(msg.subject.rsplit(".", 1)[1])
+        if queue is not None:
+            queue.put_nowait(msg)
+
+
+_replies: weakref.WeakKeyDictionary[NATS, _Replies] = weakref.WeakKeyDictionary()
+
+
+def replies(nc: NATS) -> _Replies:
+    mux = _replies.get(nc)
+    if mux is None:
+        mux = _replies[nc] = _Replies(nc)
+    return mux
+
+
 async def call(
     nc: NATS, subject: str, payload: BaseModel | bytes, *, timeout: float, what: str
 ) -> bytes:
     """Request ``subject`` and gather the (possibly multi-part) reply. Raises the replier's
     error, 503 when nobody serves the subject, 504 when no reply comes within ``timeout``."""
     data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    mux = replies(nc)
+    token, inbox, queue = await mux.open()
     parts: dict[int, Msg] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     try:
-        await nc.publish(subject, data, reply=inbox)
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise nats.errors.TimeoutError
-            msg = await sub.next_msg(timeout=left)
-            headers = msg.headers or {}
-            if headers.get("Status") == "503":
-                raise Unavailable(f"no {what} worker is running")
-            i, _, n = headers.get(PART_HEADER, "1/1").partition("/")
-            parts[int(i)] = msg
-            if len(parts) == int(n):
-                break
-    except (nats.errors.TimeoutError, TimeoutError):
+        async with asyncio.timeout(timeout):
+            await nc.publish(subject, data, reply=inbox)
+            while True:
+                msg = await queue.get()
+                headers = msg.headers or {}
+                if headers.get("Status") == "503":
+                    raise Unavailable(f"no {what} worker is running")
+                i, _, n = headers.get(PART_HEADER, "1/1").partition("/")
+                parts[int(i)] = msg
+                if len(parts) == int(n):
+                    break
+    except TimeoutError:
         raise Timeout(f"the {what} worker did not answer within {timeout:g} s") from None
     finally:
-        await sub.unsubscribe()
+        mux.queues.pop(token, None)
     body = b"".join(parts[i].data for i in sorted(parts))
     raise_for_error(parts[1].headers, body)
     return body
@@ -114,26 +149,21 @@ async def scatter(
     until ``done(replies)`` or ``timeout`` (then return what arrived). A replier's error is
     raised (e.g. a 400 for a wrong query dimension)."""
     data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    replies: list[bytes] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    mux = replies(nc)
+    token, inbox, queue = await mux.open()
+    got: list[bytes] = []
     try:
-        await nc.publish(subject, data, reply=inbox)
-        while not done(replies):
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except (nats.errors.TimeoutError, TimeoutError):
-                break
-            headers = msg.headers or {}
-            if headers.get("Status") == "503":
-                continue  # no responders at all: the deadline decides
-            raise_for_error(headers, msg.data)
-            replies.append(msg.data)
+        async with asyncio.timeout(timeout):
+            await nc.publish(subject, data, reply=inbox)
+            while not done(got):
+                msg = await queue.get()
+                headers = msg.headers or {}
+                if headers.get("Status") == "503":
+                    continue  # no responders at all: the deadline decides
+                raise_for_error(headers, msg.data)
+                got.append(msg.data)
+    except TimeoutError:
+        pass  # what arrived in time is the answer
     finally:
-        await sub.unsubscribe()
-    return replies
+        mux.queues.pop(token, None)
+    return got
