@@ -145,9 +145,6 @@ class VectorWorker(Worker):
             ordered_consumer=True,
             config=cfg,
             cb=on_msg,
-            # Flow control keeps the server from pushing more than this ahead of the
-            # applier; the client's default (256 MiB per subscription) swelled RSS on loads.
-            pending_bytes_limit=32 << 20,
         )
         self.owned[key] = owned
         log.info(
