@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from gateway.app import State
 
 
-def state(request: Request) -> State:
-    """FastAPI dependency: the gateway's shared resources."""
+async def state(request: Request) -> State:
+    """FastAPI dependency: the gateway's shared resources. Async on purpose: FastAPI runs a
+    sync dependency in its threadpool, a thread hop on every request."""
     lh: State = request.app.state.lh
     return lh
