@@ -22,8 +22,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lakehouse.gen import generate  # noqa: E402
-from tests.support.stack import Stack  # noqa: E402
+from lakehouse.gen import generate
+from tests.support.stack import Stack
 
 
 def pct(values: list[float], p: float) -> float:

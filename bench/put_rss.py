@@ -23,8 +23,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lakehouse.config import child_env, load_settings  # noqa: E402
-from lakehouse.procs import REPO_ROOT, free_port  # noqa: E402
+from lakehouse.config import child_env, load_settings
+from lakehouse.procs import REPO_ROOT, free_port
 
 MiB = 1 << 20
 

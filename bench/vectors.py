@@ -22,37 +22,19 @@ from pathlib import Path
 
 import hnswlib
 import httpx
-import nats
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lakehouse.vectors import encode, partition_of  # noqa: E402
-from tests.support.stack import Stack  # noqa: E402
-from tests.support.vecdata import clustered, exact_topk, recall  # noqa: E402
+from lakehouse.bench.workloads import publish
+from tests.support.stack import Stack
+from tests.support.vecdata import clustered, exact_topk, recall
 
 
 def pct(v: list[float], p: float) -> float:
     v = sorted(v)
     return v[min(len(v) - 1, round(p * (len(v) - 1)))]
-
-
-async def publish(url: str, name: str, data: np.ndarray, parts: int, prefix: str = "v") -> None:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    ids = [f"{prefix}{i}" for i in range(len(data))]
-    groups: dict[int, list[int]] = {}
-    for i, item in enumerate(ids):
-        groups.setdefault(partition_of(item, parts), []).append(i)
-    acks = []
-    for p, rows in groups.items():
-        for s in range(0, len(rows), 1000):
-            chunk = rows[s : s + 1000]
-            payload = encode([ids[i] for i in chunk], data[chunk], None, dim=data.shape[1])
-            acks.append(await js.publish_async(f"lakehouse.vectors.{name}.{p}", payload))
-    await asyncio.gather(*acks)
-    await nc.close()
 
 
 def main() -> int:
@@ -147,7 +129,8 @@ def main() -> int:
     if during:
         print(
             f"| search p50 / p99 ms during a {len(extra):,}-vector load | "
-            f"{statistics.median(during):.2f} / {pct(during, 0.99):.2f} | | ({len(during)} searches) |"
+            f"{statistics.median(during):.2f} / {pct(during, 0.99):.2f} | "
+            f"| ({len(during)} searches) |"
         )
     print(
         f"| vector worker RSS per vector | {rss / n:,.0f} B | {raw_bytes / n:,.0f} B "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,6 @@ import httpx
 import nats
 import pytest
 
-from lakehouse.procs import REPO_ROOT
 from schemas import subjects as S
 from tests.support.servers import eventually, wait_until
 from tests.support.stack import Stack
@@ -90,19 +87,6 @@ def test_restart_catalog_and_query_workers_keeps_state(stack: Stack) -> None:
         assert r.json()["rows"] == [["Alice"], ["Bob"]]
 
 
-def lakehouse_cli(stack: Stack, *argv: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        env=stack.env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def test_catalog_restore_after_nats_store_loss(stack: Stack, tmp_path: Path) -> None:
     with stack.client() as c:
         assert c.post("/v1/ingest?name=survivor", content=CSV).status_code == 200
@@ -118,7 +102,7 @@ def test_catalog_restore_after_nats_store_loss(stack: Stack, tmp_path: Path) -> 
 
     shutil.rmtree(stack.nats.store_dir)
     stack.nats.start()
-    out = lakehouse_cli(stack, "catalog", "restore")
+    out = stack.cli("catalog", "restore")
     assert "restored 1 dataset(s): survivor" in out
     stack.spawn("catalog", "worker", "catalog")
     stack.spawn("query", "worker", "query")
@@ -127,7 +111,7 @@ def test_catalog_restore_after_nats_store_loss(stack: Stack, tmp_path: Path) -> 
         assert c.get("/v1/catalog/manifest/survivor").json() == manifest
         r = c.post("/v1/sql", json={"sql": "SELECT count(*) FROM survivor"})
         assert r.json()["rows"] == [[4]]
-    assert "restored 0 dataset(s)" in lakehouse_cli(stack, "catalog", "restore")  # idempotent
+    assert "restored 0 dataset(s)" in stack.cli("catalog", "restore")  # idempotent
 
 
 def test_gc_deletes_only_unreferenced_objects(stack: Stack) -> None:
@@ -137,7 +121,7 @@ def test_gc_deletes_only_unreferenced_objects(stack: Stack) -> None:
         r = c.post("/v1/ingest?name=gcme", content=CSV + b"3,Carol\n")  # replaces the object
         newer = r.json()["key"]
         c.put("/v1/storage/datasets/gcme/stray/orphan.parquet", content=b"junk")
-        out = lakehouse_cli(stack, "gc", "--grace", "0")
+        out = stack.cli("gc", "--grace", "0")
         assert f"deleted: {live}" in out and "deleted: datasets/gcme/stray/orphan.parquet" in out
         keys = [
             o["key"]
@@ -145,7 +129,7 @@ def test_gc_deletes_only_unreferenced_objects(stack: Stack) -> None:
         ]
         assert newer in keys and live not in keys
         assert c.post("/v1/sql", json={"sql": "SELECT count(*) FROM gcme"}).json()["rows"] == [[3]]
-        assert "deleted 0" in lakehouse_cli(stack, "gc", "--grace", "3600")
+        assert "deleted 0" in stack.cli("gc", "--grace", "3600")
 
 
 async def test_upstream_publishes_ingest_request_with_plain_nats(stack: Stack) -> None:

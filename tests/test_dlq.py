@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import httpx
 import nats
 import pytest
 
-from lakehouse.procs import REPO_ROOT
 from tests.support.servers import wait_until
 from tests.support.stack import Stack
 
@@ -24,19 +21,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path / "stack").start()
     yield s
     s.stop()
-
-
-def cli(stack: Stack, *argv: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "lakehouse", "dlq", *argv],
-        env=stack.env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def publish(stack: Stack, job: str, key: str) -> None:
@@ -54,21 +38,23 @@ def publish(stack: Stack, job: str, key: str) -> None:
 def test_dead_letters_can_be_listed_shown_retried_and_purged(stack: Stack) -> None:
     publish(stack, "late", "uploads/late.csv")  # the CSV is not there yet
     publish(stack, "never", "uploads/never.csv")
-    wait_until(lambda: "2 dead letter(s)" in cli(stack, "list", "ingest"), what="two dead letters")
-    listing = cli(stack, "list", "ingest")
+    wait_until(
+        lambda: "2 dead letter(s)" in stack.cli("dlq", "list", "ingest"), what="two dead letters"
+    )
+    listing = stack.cli("dlq", "list", "ingest")
     assert "no CSV at storage key 'uploads/late.csv'" in listing
     seq = next(line.split("\t")[0] for line in listing.splitlines() if "late.csv" in line)
-    shown = cli(stack, "show", "ingest", seq)
+    shown = stack.cli("dlq", "show", "ingest", seq)
     assert '"permanent": true' in shown and '"job_id": "late"' in shown
     with httpx.Client(base_url=stack.base) as c:
         c.put("/v1/storage/uploads/late.csv", content=b"id,name\n1,Alice\n")  # the fix
-        assert "re-published 1 message(s)" in cli(stack, "retry", "ingest", seq)
+        assert "re-published 1 message(s)" in stack.cli("dlq", "retry", "ingest", seq)
 
         def registered() -> bool:
             r = c.post("/v1/sql", json={"sql": "SELECT name FROM ds_late"})
             return r.status_code == 200 and r.json()["rows"] == [["Alice"]]
 
         wait_until(registered, timeout=30, what="retried ingest to register")
-    assert "1 dead letter(s)" in cli(stack, "list", "ingest")
-    assert "purged 1 dead letter(s)" in cli(stack, "purge", "ingest")
-    assert "0 dead letter(s)" in cli(stack, "list", "ingest")
+    assert "1 dead letter(s)" in stack.cli("dlq", "list", "ingest")
+    assert "purged 1 dead letter(s)" in stack.cli("dlq", "purge", "ingest")
+    assert "0 dead letter(s)" in stack.cli("dlq", "list", "ingest")

@@ -107,5 +107,18 @@ class Stack:
         self.procs.clear()
         self.nats.stop()
 
+    def cli(self, *argv: str) -> str:
+        """Run ``lakehouse <argv>`` against this stack; its stdout (fails on a non-zero exit)."""
+        out = subprocess.run(
+            [sys.executable, "-m", "lakehouse", *argv],
+            env=self.env(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
     def client(self, timeout: float = 60) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=timeout)
