@@ -108,6 +108,8 @@ class VectorSettings(BaseModel):
     add_chunk: int = Field(256, description="Vectors per locked add (searches interleave).")
     search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
     threads: int = Field(0, description="hnswlib threads (0: all cores).")
+    fetch_batch: int = Field(4, description="Batches a partition fetches at a time (memory bound).")
+    fetch_wait: float = Field(5.0, description="Seconds a partition's idle fetch waits.")
 
 
 class SupervisorSettings(BaseModel):

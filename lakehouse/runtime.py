@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import nats.errors
+import uvloop
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -386,4 +387,5 @@ async def _quietly(aw: Awaitable[object]) -> None:
 def run_worker(settings: Settings, worker_cls: type[Worker], *, burst: bool = False) -> int:
     """Process entry point for one worker of ``worker_cls``."""
     setup_logging(settings.log_level, settings.secret_values())
-    return asyncio.run(Runtime(settings, worker_cls, burst=burst).run())
+    # uvloop: about half the per-message overhead of the default loop (request/reply, fetch).
+    return uvloop.run(Runtime(settings, worker_cls, burst=burst).run())

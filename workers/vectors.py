@@ -1,10 +1,12 @@
 """Vector worker: owns HNSW partitions by lease, applies their batch streams, snapshots them,
 and answers searches for the partitions it owns.
 
-Each owned partition replays ``lakehouse.vectors.<index>.<p>`` (an ordered consumer) from the
-sequence after its newest snapshot. Partitions apply in parallel (one task each, adds on all
-cores); a partition's reader/writer lock keeps searches correct during loads. A worker that
-dies stops renewing its leases; another worker takes the partitions over within seconds.
+Each owned partition follows ``lakehouse.vectors.<index>.<p>`` from the sequence after its
+newest snapshot through its own ephemeral pull consumer, fetching a few batches at a time: a
+load of millions of vectors never buffers more than ``vectors.fetch_batch`` batches in the
+client. Partitions apply in parallel (one task each, adds on all cores); a partition's
+reader/writer lock keeps searches correct during loads. A worker that dies stops renewing its
+leases; another worker takes the partitions over within seconds.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lakehouse.errors import BadRequest, NotFound
 from lakehouse.hnsw import Partition
@@ -36,6 +41,18 @@ from schemas.vectors import Hit, IndexSpec, PartitionReply, SearchRequest
 log = logging.getLogger("workers.vectors")
 
 
+def asdict_reply(r: PartitionReply) -> dict[str, object]:
+    return {
+        "partition": r.partition,
+        "owner": r.owner,
+        "hits": [{"id": h.id, "distance": h.distance, "metadata": h.metadata} for h in r.hits],
+        "took_ms": r.took_ms,
+        "count": r.count,
+        "covered_seq": r.covered_seq,
+        "memory_bytes": r.memory_bytes,
+    }
+
+
 def snapshot_prefix(index: str, partition: int) -> str:
     return f"_vectors/{index}/{partition}/"
 
@@ -44,7 +61,7 @@ def snapshot_prefix(index: str, partition: int) -> str:
 class Owned:
     spec: IndexSpec
     part: Partition
-    sub: Subscription | None = None
+    follower: asyncio.Task[None] | None = None
     last_snapshot: float = field(default_factory=time.monotonic)
     bad_batches: int = 0
 
@@ -63,6 +80,7 @@ class VectorWorker(Worker):
         self.leases = Leases(self.rt.js, self.rt.instance, vs.lease_ttl)
         await self.leases.open()
         self.wake = asyncio.Event()
+        self.pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="search")
 
         async def on_index_change(msg: Msg) -> None:
             self.wake.set()  # a new or deleted index: rebalance now, not at the next tick
@@ -80,6 +98,7 @@ class VectorWorker(Worker):
         for key in list(self.owned):
             await self.stop_partition(key, snapshot=True)
         await self.leases.leave()
+        self.pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- ownership ---------------------------------------------------------------------
@@ -133,19 +152,7 @@ class VectorWorker(Worker):
         part = await self.load_snapshot(spec, number)
         owned = Owned(spec, part)
 
-        async def on_msg(msg: Msg) -> None:
-            await self.on_batch(owned, msg)
-
-        cfg = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=part.covered_seq + 1
-        )
-        owned.sub = await self.rt.js.subscribe(
-            S.vectors(spec.name, number),
-            stream=S.STREAM_VECTORS,
-            ordered_consumer=True,
-            config=cfg,
-            cb=on_msg,
-        )
+        owned.follower = asyncio.create_task(self.follow(owned), name=f"follow {key}")
         self.owned[key] = owned
         log.info(
             "partition owned",
@@ -161,9 +168,10 @@ class VectorWorker(Worker):
         owned = self.owned.pop(key, None)
         if owned is None:
             return
-        if owned.sub is not None:
-            with contextlib.suppress(Exception):
-                await owned.sub.unsubscribe()
+        if owned.follower is not None:
+            owned.follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await owned.follower
         if snapshot and owned.part.changes:
             await self.snapshot(owned)
         if release:
@@ -171,6 +179,56 @@ class VectorWorker(Worker):
         log.info("partition released", extra={"partition": key, "snapshot": snapshot})
 
     # ---- applying batches ----------------------------------------------------------------
+    async def follow(self, owned: Owned) -> None:
+        """Fetch and apply the partition's batches forever, from ``covered_seq + 1``.
+
+        The consumer is re-created from the covered sequence when it disappears (a restarted
+        nats-server forgets memory-stored ephemeral consumers) or any fetch fails.
+        """
+        subject = S.vectors(owned.spec.name, owned.part.number)
+        vs = self.rt.settings.vectors
+        while True:
+            name = f"vec_{owned.spec.name}_{owned.part.number}_{uuid.uuid4().hex[:12]}"
+            sub = None
+            try:
+                cfg = ConsumerConfig(
+                    name=name,
+                    filter_subject=subject,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=owned.part.covered_seq + 1,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=max(30.0, 6 * vs.lease_ttl),
+                    mem_storage=True,
+                )
+                await self.rt.js.add_consumer(S.STREAM_VECTORS, cfg)
+                sub = await self.rt.js.pull_subscribe_bind(name=name, stream=S.STREAM_VECTORS)
+                while True:
+                    try:
+                        msgs = await sub.fetch(vs.fetch_batch, timeout=vs.fetch_wait)
+                    except NatsTimeout:
+                        await sub.consumer_info()  # raises NotFoundError if the consumer is gone
+                        continue
+                    for msg in msgs:
+                        await self.on_batch(owned, msg)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self.rt.js.delete_consumer(S.STREAM_VECTORS, name)
+                raise
+            except Exception as exc:
+                log.warning(
+                    "partition consumer lost; re-creating",
+                    extra={
+                        "partition": f"{owned.spec.name}.{owned.part.number}",
+                        "from_seq": owned.part.covered_seq + 1,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                await asyncio.sleep(0.5)
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+
     async def on_batch(self, owned: Owned, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
         part = owned.part
@@ -268,12 +326,14 @@ class VectorWorker(Worker):
                 raise BadRequest(
                     f"query vector has dimension {query.size}; index {index!r} has {dim}"
                 )
-            # One thread hop for all local partitions: each query is sub-millisecond, so
-            # hopping per partition would cost more than it overlaps.
-            replies = await asyncio.to_thread(
-                lambda: [self.search_one(o, query, req) for o in mine]
+            # Partitions are searched concurrently on the worker's search pool: hnswlib
+            # releases the GIL, so a query over four partitions costs about one on four cores.
+            loop = asyncio.get_running_loop()
+            replies = await asyncio.gather(
+                *(loop.run_in_executor(self.pool, self.search_one, o, query, req) for o in mine)
             )
-        return json.dumps([r.model_dump() for r in replies]).encode()
+        # Dumped by hand: pydantic's model_dump of every hit costs more than the search.
+        return json.dumps([asdict_reply(r) for r in replies]).encode()
 
     def search_one(self, owned: Owned, query: np.ndarray, req: SearchRequest) -> PartitionReply:
         started = time.perf_counter()
@@ -282,13 +342,15 @@ class VectorWorker(Worker):
         else:
             hits = owned.part.search(query, req.k, req.ef)
         reply = self.stats(owned)
-        reply.hits = [Hit(id=i, distance=d, metadata=m) for i, d, m in hits]
+        reply.hits = [Hit.model_construct(id=i, distance=d, metadata=m) for i, d, m in hits]
         reply.took_ms = round((time.perf_counter() - started) * 1000, 3)
         return reply
 
     def stats(self, owned: Owned) -> PartitionReply:
         part = owned.part
-        return PartitionReply(
+        return PartitionReply.model_construct(
+            hits=[],
+            took_ms=0.0,
             partition=part.number,
             owner=self.rt.instance,
             count=part.count,
