@@ -51,6 +51,9 @@ class GatewaySettings(BaseModel):
     max_put_bytes: int = Field(GiB, description="Largest PUT /v1/storage body, in bytes.")
     max_concurrent_puts: int = Field(4, description="Concurrent storage PUTs before 503.")
     health_timeout: float = Field(0.5, description="Seconds to gather worker health replies.")
+    shutdown_timeout: int = Field(
+        30, ge=1, description="Seconds in-flight requests get after SIGTERM before they are cut."
+    )
 
 
 class WorkerSettings(BaseModel):
@@ -139,6 +142,11 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     vectors: VectorSettings = VectorSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
+    faults: dict[str, str] = Field(
+        default_factory=dict,
+        description="Crash-test fault points, point -> action (see lakehouse/faults.py). "
+        "Empty in production.",
+    )
 
     @classmethod
     def settings_customise_sources(

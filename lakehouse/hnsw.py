@@ -65,6 +65,12 @@ class RWLock:
                 self._cond.notify_all()
 
 
+def _grown(a: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
 class Partition:
     def __init__(self, spec: IndexSpec, number: int, *, threads: int = 0, capacity: int = 1024):
         self.spec = spec
@@ -90,6 +96,10 @@ class Partition:
     def count(self) -> int:
         return len(self.ids) - len(self.deleted)
 
+    def live_ids(self) -> list[str]:
+        with self.lock.read():
+            return [item for label, item in enumerate(self.ids) if label not in self.deleted]
+
     def memory_bytes(self) -> int:
         """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
         per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
@@ -105,16 +115,11 @@ class Partition:
 
     def _mirror(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if len(self.q8) < self.index.get_max_elements():
-            grow = self.index.get_max_elements()
-            self.q8 = np.concatenate(
-                [self.q8, np.zeros((grow - len(self.q8), self.spec.dim), np.int8)]
-            )
-            self.qscale = np.concatenate(
-                [self.qscale, np.zeros(grow - len(self.qscale), np.float32)]
-            )
-            self.sqnorm = np.concatenate(
-                [self.sqnorm, np.zeros(grow - len(self.sqnorm), np.float32)]
-            )
+            # np.zeros maps fresh zero pages lazily: only the rows copied or written later
+            # become resident, so spare capacity costs address space, not memory.
+            self.q8 = _grown(self.q8, self.index.get_max_elements())
+            self.qscale = _grown(self.qscale, self.index.get_max_elements())
+            self.sqnorm = _grown(self.sqnorm, self.index.get_max_elements())
         v = self._prepare(vectors)
         scale = np.abs(v).max(axis=1) / 127.0
         scale[scale == 0] = 1.0

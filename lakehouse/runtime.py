@@ -293,11 +293,22 @@ class Runtime:
             log.error("dead-letter hook failed", extra={"error": _describe(exc)})
         return "dead-lettered"
 
-    async def publish_dead_letter(self, msg: Msg, error: str, *, permanent: bool = True) -> None:
+    async def publish_dead_letter(
+        self,
+        msg: Msg,
+        error: str,
+        *,
+        permanent: bool = True,
+        payload: bytes | None = None,
+        part: str = "",
+    ) -> None:
         """Publish a DeadLetter for ``msg`` on ``lakehouse.dlq.<kind>`` (large payloads go to
-        storage and the letter carries their key)."""
+        storage and the letter carries their key). ``payload`` replaces the message's own (the
+        failed part of it, e.g. the items a model could not embed); ``part`` names that part."""
         md = msg.metadata
         seq = md.sequence.stream
+        data = msg.data if payload is None else payload
+        tag = f"{seq}-{part}" if part else f"{seq}"
         letter = DeadLetter(
             kind=self.kind,
             subject=msg.subject,
@@ -309,16 +320,16 @@ class Runtime:
             permanent=permanent,
             failed_at=datetime.now(UTC),
         )
-        if len(msg.data) <= self.settings.workers.dlq_inline_max:
-            letter.payload_b64 = base64.b64encode(msg.data).decode()
+        if len(data) <= self.settings.workers.dlq_inline_max:
+            letter.payload_b64 = base64.b64encode(data).decode()
         else:
-            key = f"_dlq/{self.kind}/{md.stream}-{seq}.bin"
-            await self.storage.put_bytes(key, msg.data)
+            key = f"_dlq/{self.kind}/{md.stream}-{tag}.bin"
+            await self.storage.put_bytes(key, data)
             letter.payload_key = key
         await self.js.publish(
             S.dlq(self.kind),
             letter.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"dlq-{md.stream}-{seq}"},
+            headers={"Nats-Msg-Id": f"dlq-{md.stream}-{tag}"},
         )
 
     # ---- core NATS -------------------------------------------------------------------

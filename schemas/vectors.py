@@ -69,7 +69,9 @@ class SearchRequest(Message):
     vector: list[float] = Field(description="Query vector (already embedded).")
     k: int = Field(10, ge=1, le=10_000, description="Hits wanted.")
     ef: int | None = Field(None, description="Beam width; default the index's ef_search.")
-    op: Literal["search", "stats"] = Field("search", description="search or stats.")
+    op: Literal["search", "stats", "ids"] = Field(
+        "search", description="search; stats; ids (count and digest of the live id set)."
+    )
     allowed_ids: list[str] | None = Field(
         None, description="Only these ids may be returned (a resolved filter)."
     )
@@ -89,3 +91,6 @@ class PartitionReply(BaseModel):
     count: int = Field(0, description="Live vectors in the partition.")
     covered_seq: int = Field(0, description="Last vectors-stream sequence applied.")
     memory_bytes: int = Field(0, description="Approximate index memory.")
+    ids_digest: str | None = Field(
+        None, description="op=ids: sha256 over the sorted live ids, one per line."
+    )

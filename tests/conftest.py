@@ -155,3 +155,25 @@ def gateway(
         return base
 
     return factory
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="Crash matrix at the issue's sizes (200K rows, 100K vectors, 20K texts).",
+    )
+
+
+@pytest.fixture
+def full(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--full"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.support.recovery import RECORDS
+
+    if RECORDS:
+        terminalreporter.section("crash matrix: time to recover")
+        for row in RECORDS:
+            terminalreporter.write_line(row)

@@ -39,14 +39,16 @@ def stats(stack: Stack, name: str) -> dict:  # type: ignore[type-arg]
     return httpx.get(f"{stack.base}/v1/vectors/index/{name}", timeout=10).json()  # type: ignore[no-any-return]
 
 
-async def load(stack: Stack, name: str, data: np.ndarray, batch: int = 1000) -> None:
+async def load(
+    stack: Stack, name: str, data: np.ndarray, batch: int = 1000, parts: int = PARTS
+) -> None:
     nc = await nats.connect(stack.nats.url)
     js = nc.jetstream()
     acks = []
     for start in range(0, len(data), batch):
         ids = [f"v{i}" for i in range(start, min(start + batch, len(data)))]
-        for p in range(PARTS):
-            rows = [i for i, item in enumerate(ids) if partition_of(item, PARTS) == p]
+        for p in range(parts):
+            rows = [i for i, item in enumerate(ids) if partition_of(item, parts) == p]
             payload = encode([ids[i] for i in rows], data[start + np.array(rows)], None, dim=DIM)
             acks.append(
                 await js.publish_async(

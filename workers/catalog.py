@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from lakehouse import catalog, gc
+from lakehouse import catalog, faults, gc
 from lakehouse.errors import BadRequest, Conflict, NotFound, Unavailable
 from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
@@ -88,10 +88,12 @@ class CatalogWorker(Worker):
                     error="schema fingerprint conflict",
                 )
             event = self.next_registration(req, cur, entry.event.revision if entry else 0)
+            faults.point(self.rt.settings, "catalog.before_publish")
             try:
                 seq = await catalog.publish(self.rt.js, event, entry.seq if entry else 0)
             except catalog.SequenceConflict:
                 continue  # another replica changed it first: re-read and decide again
+            faults.point(self.rt.settings, "catalog.after_publish")
             assert event.manifest is not None
             await self.mirror(event.manifest)
             reply = RegisterReply(

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 from nats.aio.msg import Msg
 
+from lakehouse import faults
 from lakehouse.bus import ConsumerSpec
 from lakehouse.embedding import Provider, load_provider
 from lakehouse.errors import Permanent, RetryLater, Unavailable
@@ -49,15 +50,47 @@ class EmbedWorker(Worker):
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.model_lock = asyncio.Lock()  # one model call at a time; it uses every core
 
+    def model(self, texts: list[str]) -> np.ndarray:
+        faults.fail_on(self.rt.settings, texts)
+        return self.provider.embed(texts)
+
     async def embed(self, texts: list[str]) -> np.ndarray:
+        """Model-sized batches of similar length (a batch is padded to its longest text, so
+        sorting by length first saves most of the padding), results in the input order."""
         size = self.rt.settings.embed.batch_size
-        out = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.provider.dim), np.float32)
         for start in range(0, len(texts), size):
+            rows = order[start : start + size]
             async with self.model_lock:
-                out.append(
-                    await asyncio.to_thread(self.provider.embed, texts[start : start + size])
-                )
-        return np.concatenate(out) if out else np.zeros((0, self.provider.dim), np.float32)
+                out[rows] = await asyncio.to_thread(self.model, [texts[i] for i in rows])
+        return out
+
+    async def embed_each(self, req: EmbedRequest, msg: Msg) -> tuple[list[int], np.ndarray]:
+        """After a batch failed in the model: embed item by item, dead-letter the items the
+        model rejects (one letter holding them, with the first reason) and keep the rest."""
+        good, rows, bad, reasons = [], [], [], []
+        for i, item in enumerate(req.items):
+            try:
+                rows.append((await self.embed([item.text]))[0])
+                good.append(i)
+            except (RetryLater, Unavailable):
+                raise
+            except Exception as exc:
+                bad.append(item)
+                reasons.append(f"{item.id}: {type(exc).__name__}: {exc}")
+        if not bad:  # the batch failed but every item alone works: treat as transient
+            raise RetryLater("the model failed on the batch but not on any single item")
+        failed = req.model_copy(update={"items": bad, "batch_id": f"{req.batch_id}-failed"})
+        await self.rt.publish_dead_letter(
+            msg,
+            f"the model failed on {len(bad)} of {len(req.items)} item(s); first: {reasons[0]}",
+            payload=failed.model_dump_json().encode(),
+            part="failed",
+        )
+        log.warning("items dead-lettered", extra={"batch": req.batch_id, "failed": len(bad)})
+        dim = self.provider.dim
+        return good, np.stack(rows) if rows else np.zeros((0, dim), np.float32)
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -73,16 +106,22 @@ class EmbedWorker(Worker):
                 f"index {spec.name!r} has dim {spec.dim}",
                 error="dimension mismatch",
             )
-        vectors = await self.embed([item.text for item in req.items])
+        keep = list(range(len(req.items)))
+        try:
+            vectors = await self.embed([item.text for item in req.items])
+        except (RetryLater, Unavailable):
+            raise
+        except Exception:
+            keep, vectors = await self.embed_each(req, msg)
         groups: dict[int, list[int]] = {}
-        for i, item in enumerate(req.items):
-            groups.setdefault(partition_of(item.id, spec.partitions), []).append(i)
+        for row, i in enumerate(keep):
+            groups.setdefault(partition_of(req.items[i].id, spec.partitions), []).append(row)
         acks = []
         for p, rows in sorted(groups.items()):
             data = encode(
-                [req.items[i].id for i in rows],
+                [req.items[keep[r]].id for r in rows],
                 vectors[rows],
-                [req.items[i].metadata for i in rows],
+                [req.items[keep[r]].metadata for r in rows],
                 dim=spec.dim,
             )
             acks.append(
@@ -94,7 +133,8 @@ class EmbedWorker(Worker):
             )
         await asyncio.gather(*acks)
         if req.job_id:
-            done = {"batch_id": req.batch_id, "items": len(req.items)}
+            failed = len(req.items) - len(keep)  # dead-lettered with the reason
+            done = {"batch_id": req.batch_id, "items": len(keep), "failed": failed}
             await self.rt.js.publish(
                 f"{S.job(req.job_id)}.embed.{req.batch_id}",
                 json.dumps(done).encode(),

@@ -25,22 +25,14 @@ from lakehouse.errors import BadRequest, Forbidden, LakehouseError, Timeout
 from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from lakehouse.sqljson import table_rows
+from lakehouse.views import ident, literal, view_sql
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
 from schemas.query import SqlRequest
 
 log = logging.getLogger("workers.query")
 
-DUCK_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN", "string": "VARCHAR"}
 ALLOWED = {"SELECT"}
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class QueryWorker(Worker):
@@ -111,14 +103,8 @@ class QueryWorker(Worker):
         return str(path)
 
     async def create_view(self, m: Manifest) -> None:
-        if m.objects:
-            paths = [await self.object_path(o.key) for o in m.objects]
-            source = f"read_parquet([{', '.join(literal(p) for p in paths)}])"
-            body = f"SELECT * FROM {source}"
-        else:
-            cols = ", ".join(f"NULL::{DUCK_TYPES[c.type]} AS {ident(c.name)}" for c in m.columns)
-            body = f"SELECT {cols} WHERE false"
-        self.db.execute(f"CREATE OR REPLACE VIEW {ident(m.name)} AS {body}")
+        paths = [await self.object_path(o.key) for o in m.objects]
+        self.db.execute(view_sql(m, paths))
 
     async def wait_applied(self, seq: int) -> None:
         if seq <= self.applied_seq:

@@ -29,9 +29,11 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from lakehouse import faults
 from lakehouse.errors import BadRequest, NotFound
 from lakehouse.hnsw import Partition
 from lakehouse.leases import Leases
+from lakehouse.replay import ids_digest
 from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from lakehouse.vectors import decode, list_indexes
@@ -50,6 +52,7 @@ def asdict_reply(r: PartitionReply) -> dict[str, object]:
         "count": r.count,
         "covered_seq": r.covered_seq,
         "memory_bytes": r.memory_bytes,
+        "ids_digest": r.ids_digest,
     }
 
 
@@ -263,6 +266,7 @@ class VectorWorker(Worker):
             gkey, tkey = f"{prefix}{seq}/index.hnsw", f"{prefix}{seq}/ids.parquet"
             await self.rt.storage.put_file(gkey, graph)
             await self.rt.storage.put_file(tkey, table)
+            faults.point(self.rt.settings, "vectors.mid_snapshot")
             pointer = {"seq": seq, "graph": gkey, "table": tkey, "created_at": spec.created_at}
             # The pointer is written last: a crash before it leaves the previous one in use.
             await self.rt.storage.put_bytes(
@@ -319,6 +323,8 @@ class VectorWorker(Worker):
             return b"[]"
         if req.op == "stats":
             replies = [self.stats(o) for o in mine]
+        elif req.op == "ids":
+            replies = await asyncio.to_thread(lambda: [self.id_set(o) for o in mine])
         else:
             query = np.asarray(req.vector, dtype=np.float32)
             if query.shape != (mine[0].spec.dim,):
@@ -346,11 +352,17 @@ class VectorWorker(Worker):
         reply.took_ms = round((time.perf_counter() - started) * 1000, 3)
         return reply
 
+    def id_set(self, owned: Owned) -> PartitionReply:
+        reply = self.stats(owned)
+        reply.ids_digest = ids_digest(owned.part.live_ids())
+        return reply
+
     def stats(self, owned: Owned) -> PartitionReply:
         part = owned.part
         return PartitionReply.model_construct(
             hits=[],
             took_ms=0.0,
+            ids_digest=None,
             partition=part.number,
             owner=self.rt.instance,
             count=part.count,

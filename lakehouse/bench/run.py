@@ -16,6 +16,8 @@ from lakehouse.bench import workloads as W
 from lakehouse.bench.stack import BenchStack
 from lakehouse.gen import generate
 
+WORKLOADS = ("ingest", "sql", "vectors", "texts", "auto-embed")
+
 
 def fmt(v: float | None) -> str:
     if v is None:
@@ -43,25 +45,38 @@ def run(
     embed_rows: int,
     sql_runs: int,
     json_out: Path | None,
+    only: set[str] | None = None,
 ) -> list[W.Row]:
+    """``only``: a subset of WORKLOADS to run (default: all)."""
     started = time.monotonic()
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
     out: list[W.Row] = []
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
         csv = work / "workers.csv"
-        size = generate(csv, rows, seed=42)
-        print(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)", flush=True)
+        if want("ingest") or want("sql"):
+            size = generate(csv, rows, seed=42)
+            print(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)", flush=True)
         stack = BenchStack(work / "stack").start()
         try:
-            rows_ingest, parquet = W.ingest(stack, csv, rows, work)
-            out += rows_ingest
-            print(table(out), flush=True)
-            out += W.sql(stack, parquet, rows, sql_runs)
-            out += W.vectors(stack, vectors, dim)
-            out += W.texts(stack, texts)
-            sub = work / "subset.csv"
-            generate(sub, embed_rows, seed=7)
-            out += W.auto_embed(stack, sub, embed_rows)
+            if want("ingest") or want("sql"):
+                rows_ingest, parquet = W.ingest(stack, csv, rows, work)
+                out += rows_ingest if want("ingest") else []
+                if want("sql"):
+                    out += W.sql(stack, parquet, rows, sql_runs)
+                print(table(out), flush=True)
+            if want("vectors"):
+                out += W.vectors(stack, vectors, dim)
+                print(table(out[-4:]), flush=True)
+            if want("texts"):
+                out += W.texts(stack, texts)
+            if want("auto-embed"):
+                sub = work / "subset.csv"
+                generate(sub, embed_rows, seed=7)
+                out += W.auto_embed(stack, sub, embed_rows)
         finally:
             stack.stop()
     report = table(out)
@@ -70,6 +85,7 @@ def run(
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB · rows {rows:,} · "
         f"vectors {vectors:,}×{dim} · texts {texts:,} · auto-embed {embed_rows:,} · "
         f"{time.monotonic() - started:.0f} s"
+        + (f" · only {','.join(sorted(only))}" if only else "")
     )
     print(f"\n{header}\n\n{report}", flush=True)
     if json_out:

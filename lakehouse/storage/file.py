@@ -164,5 +164,13 @@ def _flush_close(fh: BinaryIO) -> None:
 
 
 def _install(tmp: Path, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
+    # A concurrent delete (another process) prunes empty parent directories: it can remove
+    # the one just created before the rename lands. Re-create and try again.
+    for attempt in range(10):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, path)
+            return
+        except FileNotFoundError:
+            if not tmp.exists() or attempt == 9:
+                raise

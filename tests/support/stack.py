@@ -17,6 +17,14 @@ from lakehouse.procs import REPO_ROOT, free_port
 from tests.support.servers import NatsServer, SeaweedS3, wait_until
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``, one level deep (a section override keeps the other keys)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 @dataclass
 class Stack:
     root: Path
@@ -44,10 +52,14 @@ class Stack:
             data_dir=self.root / "data",
             storage=storage,
             nats={"url": self.nats.url},
-            gateway={"port": port},
-            workers={"ack_wait": 5.0, "backoff_base": 0.1, "backoff_max": 1.0},
-            catalog={"gc_interval": 0},
-            **self.overrides,
+            **merged(
+                {
+                    "gateway": {"port": port},
+                    "workers": {"ack_wait": 5.0, "backoff_base": 0.1, "backoff_max": 1.0},
+                    "catalog": {"gc_interval": 0},
+                },
+                self.overrides,
+            ),
         )
         self.base = f"http://127.0.0.1:{port}"
         self.spawn("gateway", "gateway")
@@ -60,12 +72,14 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
         return {**env, **child_env(self.settings), "PYTHONUNBUFFERED": "1"}
 
-    def spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.count += 1
         log = (self.root / f"{name}-{self.count}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "lakehouse", *argv],
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -107,18 +121,19 @@ class Stack:
         self.procs.clear()
         self.nats.stop()
 
-    def cli(self, *argv: str) -> str:
-        """Run ``lakehouse <argv>`` against this stack; its stdout (fails on a non-zero exit)."""
+    def cli(self, *argv: str, rc: int = 0, timeout: float = 120) -> str:
+        """Run ``lakehouse <argv>`` against this stack; its stdout (fails unless it exits
+        with ``rc``)."""
         out = subprocess.run(
             [sys.executable, "-m", "lakehouse", *argv],
             env=self.env(),
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        assert out.returncode == rc, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+        return out.stdout + (out.stderr if rc else "")
 
     def client(self, timeout: float = 60) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=timeout)

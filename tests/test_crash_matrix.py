@@ -1,0 +1,503 @@
+"""The crash matrix: real processes, real NATS (and SeaweedFS for the storage row). Each row
+runs a workload, injects its fault at a seeded random point, recovers, and then checks: the
+expected state computed independently (DuckDB on the input CSV, the id list itself), `lakehouse
+verify` (log-rebuilt == live) with that expectation, no orphan objects after `lakehouse gc`,
+every worker healthy, revision histories intact. Time to recover is printed in pytest's
+summary. CI sizes are bounded; ``pytest --full tests/test_crash_matrix.py`` runs the issue's
+sizes (200K rows, 100K vectors, 20K texts)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import nats
+import pytest
+
+from lakehouse.gen import generate
+from lakehouse.vectors import encode, partition_of
+from lakehouse.verify import expected_index_digest
+from tests.support.recovery import record
+from tests.support.servers import SeaweedS3, wait_until
+from tests.support.stack import Stack, merged
+from tests.support.vecdata import clustered
+
+SEED = 20261126
+DIM, PARTS = 32, 4
+
+
+def sizes(full: bool) -> dict[str, int]:
+    if full:
+        return {"rows": 200_000, "vectors": 100_000, "texts": 20_000, "concurrent_rows": 20_000}
+    return {"rows": 20_000, "vectors": 20_000, "texts": 300, "concurrent_rows": 1_000}
+
+
+# ---- helpers ------------------------------------------------------------------------
+def make_stack(root: Path, kinds: tuple[str, ...], **kw: Any) -> Stack:
+    overrides = merged(
+        {
+            "catalog": {"gc_grace": 0.0},
+            "vectors": {"snapshot_every": 1.0, "snapshot_min_changes": 2000, "lease_ttl": 3.0},
+        },
+        kw.pop("overrides", {}),
+    )
+    return Stack(root / "stack", overrides=overrides, **kw).start(kinds)
+
+
+def post_ingest(stack: Stack, name: str, csv: Path) -> str:
+    with stack.client() as c, csv.open("rb") as fh:
+        r = c.post(f"/v1/ingest?name={name}&wait=0", content=fh)
+    assert r.status_code in (200, 202), r.text
+    return str(r.json()["job_id"])
+
+
+def job_state(stack: Stack, job_id: str) -> dict[str, Any]:
+    r = httpx.get(f"{stack.base}/v1/jobs/{job_id}", timeout=10)
+    return r.json() if r.status_code == 200 else {"state": "unknown"}  # type: ignore[no-any-return]
+
+
+def wait_job(stack: Stack, job_id: str, timeout: float = 180) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        s = job_state(stack, job_id)
+        return s if s["state"] in ("succeeded", "failed") else None
+
+    state: dict[str, Any] = wait_until(done, timeout=timeout, interval=0.1, what="job to end")
+    assert state["state"] == "succeeded", state
+    return state
+
+
+def csv_truth(csv: Path) -> tuple[int, int]:
+    with duckdb.connect() as db:
+        got = db.execute(
+            f"SELECT count(*), sum(worker_id) FROM read_csv('{csv}', header=true)"
+        ).fetchone()
+    assert got is not None
+    return int(got[0]), int(got[1])
+
+
+def sql(stack: Stack, query: str) -> list[list[Any]]:
+    r = httpx.post(f"{stack.base}/v1/sql", json={"sql": query}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["rows"]  # type: ignore[no-any-return]
+
+
+def check_dataset(stack: Stack, name: str, csv: Path) -> None:
+    """No row lost, none duplicated: count, distinct ids and the id sum match the input."""
+    rows, id_sum = csv_truth(csv)
+    got = sql(stack, f"SELECT count(*), count(DISTINCT worker_id), sum(worker_id) FROM {name}")
+    assert got == [[rows, rows, id_sum]]
+
+
+def verify(stack: Stack, tmp: Path, expect: dict[str, Any]) -> dict[str, Any]:
+    path = tmp / "expect.json"
+    path.write_text(json.dumps(expect))
+    report: dict[str, Any] = json.loads(stack.cli("verify", "--json", "--expect", str(path)))
+    assert report["ok"], report["diffs"]
+    return report
+
+
+def no_orphans(stack: Stack) -> None:
+    """After gc, every stored data object is referenced by a manifest, and staging is empty."""
+    stack.cli("gc", "--grace", "0")
+    with stack.client() as c:
+        keys = {
+            o["key"]
+            for prefix in ("datasets/", "staging/")
+            for o in c.get("/v1/storage/list", params={"prefix": prefix}).json()["objects"]
+        }
+        referenced = {
+            o["key"] for d in c.get("/v1/catalog/list").json()["datasets"] for o in d["objects"]
+        }
+    assert keys == referenced
+
+
+def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
+    parts: dict[int, list[str]] = {p: [] for p in range(PARTS)}
+    for i in ids:
+        parts[partition_of(i, PARTS)].append(i)
+    return {"indexes": {name: {"count": len(ids), "digest": expected_index_digest(parts)}}}
+
+
+def create_index(stack: Stack, name: str, dim: int = DIM) -> None:
+    r = httpx.post(
+        f"{stack.base}/v1/vectors/index",
+        json={"name": name, "dim": dim, "partitions": PARTS},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+
+
+def index_count(stack: Stack, name: str) -> int:
+    """Live vectors in the index; -1 while a partition has no owner or the gateway is away."""
+    try:
+        r = httpx.get(f"{stack.base}/v1/vectors/index/{name}", timeout=10).json()
+        return int(r["count"]) if not r["missing_partitions"] else -1
+    except (httpx.HTTPError, KeyError, ValueError):
+        return -1
+
+
+async def publish_vectors(url: str, name: str, n: int, batch: int = 500) -> None:
+    """Publish n clustered vectors, retrying each batch through outages (a restarted
+    nats-server); the batch's Nats-Msg-Id makes a retried batch land once."""
+    data = clustered(n, DIM, centers=100)
+    nc = await nats.connect(url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    js = nc.jetstream()
+    for start in range(0, n, batch):
+        ids = [f"v{i}" for i in range(start, min(start + batch, n))]
+        for p in range(PARTS):
+            rows = [j for j, item in enumerate(ids) if partition_of(item, PARTS) == p]
+            payload = encode([ids[j] for j in rows], data[[start + j for j in rows]], dim=DIM)
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    await js.publish(
+                        f"lakehouse.vectors.{name}.{p}",
+                        payload,
+                        headers={"Nats-Msg-Id": f"{name}-{start}-{p}"},
+                        timeout=2,
+                    )
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)  # backoff while the server is away
+    await nc.close()
+
+
+def load_in_background(stack: Stack, name: str, n: int) -> threading.Thread:
+    t = threading.Thread(target=lambda: asyncio.run(publish_vectors(stack.nats.url, name, n)))
+    t.start()
+    return t
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(SEED)
+
+
+@pytest.fixture
+def workers_csv(tmp_path_factory: pytest.TempPathFactory, full: bool) -> Path:
+    path = tmp_path_factory.mktemp("csv") / "workers.csv"
+    generate(path, sizes(full)["rows"], seed=11)
+    return path
+
+
+# ---- ingest -------------------------------------------------------------------------
+def test_ingest_kill_9_ingest_worker_mid_write(
+    tmp_path: Path, workers_csv: Path, rng: random.Random
+) -> None:
+    stack = make_stack(tmp_path, ("catalog", "ingest", "query"))
+    try:
+        job = post_ingest(stack, "crash_ingest", workers_csv)
+        wait_until(lambda: job_state(stack, job)["state"] == "running", timeout=30, interval=0.02)
+        time.sleep(rng.uniform(0.0, 0.3))  # the fault's random point, not synchronisation
+        stack.kill("ingest")
+        began = time.monotonic()
+        stack.spawn("ingest", "worker", "ingest")
+        wait_job(stack, job)
+        took = time.monotonic() - began
+        check_dataset(stack, "crash_ingest", workers_csv)
+        rows, _ = csv_truth(workers_csv)
+        verify(stack, tmp_path, {"datasets": {"crash_ingest": {"row_count": rows}}})
+        no_orphans(stack)
+        assert stack.healthy()
+        record("ingest: kill -9 ingest worker mid-write", took, f"{rows} rows exact")
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("point", ["catalog.before_publish", "catalog.after_publish"])
+def test_ingest_kill_9_catalog_around_event_publish(
+    tmp_path: Path, workers_csv: Path, point: str
+) -> None:
+    stack = make_stack(tmp_path, ("ingest", "query"))
+    try:
+        faulty = stack.spawn(
+            "catalog", "worker", "catalog", env={"LAKEHOUSE_FAULTS": json.dumps({point: "kill"})}
+        )
+        wait_until(lambda: stack.healthy({"catalog": 1}), timeout=30, interval=0.1)
+        job = post_ingest(stack, "crash_catalog", workers_csv)
+        faulty.wait(120)  # the fault point kills it when the ingest registers
+        assert faulty.returncode == -signal.SIGKILL
+        stack.procs.pop("catalog")
+        began = time.monotonic()
+        stack.spawn("catalog", "worker", "catalog")
+        wait_job(stack, job)
+        took = time.monotonic() - began
+        check_dataset(stack, "crash_catalog", workers_csv)
+        rows, _ = csv_truth(workers_csv)
+        report = verify(stack, tmp_path, {"datasets": {"crash_catalog": {"row_count": rows}}})
+        assert report["datasets"]["crash_catalog"]["revision"] == 1  # registered exactly once
+        no_orphans(stack)
+        assert stack.healthy()
+        record(f"ingest: kill -9 catalog worker at {point}", took, "1 revision, mirror ok")
+    finally:
+        stack.stop()
+
+
+def test_ingest_storage_stopped_5s(
+    tmp_path: Path, full: bool, rng: random.Random, seaweed: SeaweedS3
+) -> None:
+    csv = tmp_path / "big.csv"
+    generate(csv, 4 * sizes(full)["rows"], seed=12)  # big enough to be mid-upload for sure
+    stack = make_stack(tmp_path, ("catalog", "ingest", "query"), backend="s3", seaweed=seaweed)
+    try:
+        posted: dict[str, str] = {}
+        poster = threading.Thread(target=lambda: posted.update(job=post_ingest(stack, "s3", csv)))
+        poster.start()
+        time.sleep(rng.uniform(0.1, 0.4))  # the fault's random point, inside the upload
+        assert seaweed.proc is not None and poster.is_alive()
+        seaweed.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(5)  # the outage itself
+        finally:
+            seaweed.proc.send_signal(signal.SIGCONT)
+        began = time.monotonic()
+        poster.join(120)
+        wait_job(stack, posted["job"])
+        took = time.monotonic() - began
+        check_dataset(stack, "s3", csv)
+        rows, _ = csv_truth(csv)
+        verify(stack, tmp_path, {"datasets": {"s3": {"row_count": rows}}})
+        no_orphans(stack)
+        assert stack.healthy()
+        record("ingest: S3 server stopped 5 s mid-upload", took, f"{rows} rows exact")
+    finally:
+        stack.stop()
+
+
+def test_concurrent_ingests_and_a_query_worker_killed(
+    tmp_path: Path, full: bool, rng: random.Random
+) -> None:
+    # A query in flight on the killed worker is answered 504 after the gateway's deadline
+    # (statement timeout + 7 s): a short statement timeout keeps that wait short.
+    short = {"query": {"timeout": 2.0}}
+    stack = make_stack(tmp_path, ("catalog", "ingest", "query"), overrides=short)
+    try:
+        stack.spawn("query", "worker", "query")
+        wait_until(lambda: stack.healthy({"query": 2}), timeout=30, interval=0.1)
+        n = sizes(full)["concurrent_rows"]
+        csvs = []
+        for i in range(10):
+            csvs.append(tmp_path / f"c{i}.csv")
+            generate(csvs[-1], n + i, seed=100 + i)
+        jobs = [post_ingest(stack, f"conc{i}", p) for i, p in enumerate(csvs)]
+        answers: list[tuple[int, Any]] = []
+        stop = threading.Event()
+
+        def query_loop() -> None:
+            with stack.client(timeout=30) as c:
+                while not stop.is_set():
+                    i = rng.randrange(10)
+                    try:
+                        r = c.post("/v1/sql", json={"sql": f"SELECT count(*) FROM conc{i}"})
+                        answers.append((r.status_code, (i, r.json())))
+                    except httpx.HTTPError as exc:  # fails the test below, with the reason
+                        answers.append((0, (i, {"detail": repr(exc)})))
+
+        loops = [threading.Thread(target=query_loop) for _ in range(2)]
+        for t in loops:
+            t.start()
+        states = [wait_job(stack, j) for j in jobs]
+        wait_until(lambda: len(answers) > 20, timeout=30, interval=0.05)
+        victim = stack.procs["query"][0]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        stack.procs["query"].remove(victim)
+        began = time.monotonic()
+        stack.spawn("query", "worker", "query")
+        wait_until(lambda: stack.healthy({"query": 2}), timeout=60, interval=0.1)
+        took = time.monotonic() - began
+        count = len(answers)
+        wait_until(lambda: len(answers) > count + 20, timeout=30, interval=0.05)
+        stop.set()
+        for t in loops:
+            t.join()
+        for status, (i, body) in answers:
+            if status == 200:
+                assert body["rows"] == [[n + i]], body  # never a wrong answer
+            else:  # not registered yet, or the killed worker's query: a clear, retryable error
+                assert status in (400, 503, 504), (status, body)
+                assert status != 400 or "conc" in body["detail"], body
+        assert all(s["result"]["row_count"] == n + i for i, s in enumerate(states))
+        for i, p in enumerate(csvs):
+            check_dataset(stack, f"conc{i}", p)
+        expect = {f"conc{i}": {"row_count": n + i} for i in range(10)}
+        verify(stack, tmp_path, {"datasets": expect})
+        no_orphans(stack)
+        ok = sum(1 for s, _ in answers if s == 200)
+        record(
+            "10 ingests + kill -9 one of two query workers",
+            took,
+            f"{ok}/{len(answers)} answers 200 and correct, rest retryable",
+        )
+    finally:
+        stack.stop()
+
+
+# ---- vectors ------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["mid-batch", "mid-snapshot", "no-snapshots", "nats-restart"])
+def test_vector_load_faults(tmp_path: Path, full: bool, rng: random.Random, fault: str) -> None:
+    n = sizes(full)["vectors"]
+    kinds: tuple[str, ...] = () if fault == "mid-snapshot" else ("vectors",)
+    # mid-snapshot: snapshot as soon as a partition has 2,000 changes (a few batches in).
+    snap = {"vectors": {"snapshot_every": 0.0}} if fault == "mid-snapshot" else {}
+    stack = make_stack(tmp_path, kinds, overrides=snap)
+    try:
+        if fault == "mid-snapshot":
+            env = {"LAKEHOUSE_FAULTS": json.dumps({"vectors.mid_snapshot": "kill"})}
+            faulty = stack.spawn("vectors", "worker", "vectors", env=env)
+            wait_until(lambda: stack.healthy({"vectors": 1}), timeout=30, interval=0.1)
+        create_index(stack, "crash")
+        loader = load_in_background(stack, "crash", n)
+        at = int(n * rng.uniform(0.2, 0.6))
+        if fault == "mid-snapshot":
+            faulty.wait(120)  # killed by its first snapshot
+            assert faulty.returncode == -signal.SIGKILL
+            stack.procs.pop("vectors")
+        else:
+            wait_until(lambda: index_count(stack, "crash") >= at, timeout=120, interval=0.05)
+        began = time.monotonic()
+        if fault == "mid-batch":
+            stack.kill("vectors")
+            stack.spawn("vectors", "worker", "vectors")
+        elif fault == "mid-snapshot":
+            stack.spawn("vectors", "worker", "vectors")
+        elif fault == "nats-restart":
+            stack.nats.stop()
+            stack.nats.start()
+        loader.join()
+        if fault == "no-snapshots":
+            wait_until(lambda: index_count(stack, "crash") == n, timeout=300, interval=0.2)
+            stack.kill("vectors")
+            for obj in (stack.settings.data_dir / "objects" / "_vectors").rglob("*"):
+                if obj.is_file():
+                    obj.unlink()
+            began = time.monotonic()
+            stack.spawn("vectors", "worker", "vectors")
+        wait_until(lambda: index_count(stack, "crash") == n, timeout=300, interval=0.1)
+        took = time.monotonic() - began
+        verify(stack, tmp_path, expect_vectors("crash", [f"v{i}" for i in range(n)]))
+        assert stack.healthy({"vectors": 1})
+        record(f"{n} vectors: {fault}", took, f"{n} ids exact (count + digest)")
+    finally:
+        stack.stop()
+
+
+# ---- embed --------------------------------------------------------------------------
+def texts(n: int) -> list[dict[str, str]]:
+    roles = ["forklift driver", "welder", "electrician", "CNC machinist", "picker", "loader"]
+    return [
+        {"id": f"t{i}", "text": f"{roles[i % len(roles)]} {i} with OSHA-{10 + i % 21} in IL"}
+        for i in range(n)
+    ]
+
+
+def add_texts(stack: Stack, name: str, items: list[dict[str, str]]) -> None:
+    with stack.client() as c:
+        for s in range(0, len(items), 100):
+            r = c.post(f"/v1/vectors/index/{name}/add", json={"items": items[s : s + 100]})
+            assert r.status_code in (200, 202), r.text
+
+
+@pytest.mark.parametrize("fault", ["kill-embed", "model-fails-some"])
+def test_embed_faults(tmp_path: Path, full: bool, rng: random.Random, fault: str) -> None:
+    n = sizes(full)["texts"]
+    stack = make_stack(tmp_path, ("vectors",))
+    try:
+        env = {}
+        if fault == "model-fails-some":
+            env = {"LAKEHOUSE_FAULTS": json.dumps({"embed.fail_on": "POISON"})}
+        stack.spawn("embed", "worker", "embed", env=env)
+        wait_until(lambda: stack.healthy({"embed": 1}), timeout=60, interval=0.1)
+        create_index(stack, "texts", dim=384)
+        items = texts(n)
+        poisoned = set(rng.sample(range(n), max(1, n // 100))) if fault != "kill-embed" else set()
+        for i in poisoned:
+            items[i]["text"] += " POISON"
+        add_texts(stack, "texts", items)
+        began = time.monotonic()
+        if fault == "kill-embed":
+            at = int(n * rng.uniform(0.2, 0.6))
+            wait_until(lambda: index_count(stack, "texts") >= at, timeout=120, interval=0.05)
+            stack.kill("embed")
+            began = time.monotonic()
+            stack.spawn("embed", "worker", "embed")
+        want = [it["id"] for i, it in enumerate(items) if i not in poisoned]
+        wait_until(lambda: index_count(stack, "texts") == len(want), timeout=300, interval=0.1)
+        took = time.monotonic() - began
+        verify(stack, tmp_path, expect_vectors("texts", want))
+        checked = f"{len(want)} ids exact"
+        if poisoned:
+            letters = stack.cli("dlq", "list", "embed")
+            assert "cannot embed this input" in letters, letters
+            dead: set[str] = set()
+            for line in letters.splitlines()[:-1]:
+                seq = line.split("\t", 1)[0]
+                payload = stack.cli("dlq", "show", "embed", seq).split("payload:", 1)[1]
+                dead |= {it["id"] for it in json.loads(payload)["items"]}
+            assert dead == {f"t{i}" for i in poisoned}
+            checked += f"; {len(poisoned)} poisoned in the DLQ with the reason"
+        assert stack.healthy({"embed": 1, "vectors": 1})
+        record(f"embed {n} texts: {fault}", took, checked)
+    finally:
+        stack.stop()
+
+
+# ---- gateway ------------------------------------------------------------------------
+def test_gateway_sigterm_during_streamed_upload(tmp_path: Path) -> None:
+    stack = make_stack(
+        tmp_path, ("catalog", "ingest", "query"), overrides={"gateway": {"shutdown_timeout": 1}}
+    )
+    try:
+        started, resume = threading.Event(), threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def body() -> Iterator[bytes]:
+            yield b"worker_id,name\n"
+            for chunk in range(64):
+                if chunk == 4:
+                    started.set()
+                    resume.wait(30)
+                yield b"".join(
+                    b"%d,w%d\n" % (i, i) for i in range(chunk * 20000, (chunk + 1) * 20000)
+                )
+
+        def upload() -> None:
+            try:
+                r = httpx.post(f"{stack.base}/v1/ingest?name=cut", content=body(), timeout=60)
+                outcome["status"] = r.status_code
+            except httpx.HTTPError as exc:
+                outcome["error"] = type(exc).__name__
+
+        client = threading.Thread(target=upload)
+        client.start()
+        assert started.wait(30)
+        gateway = stack.procs["gateway"][0]
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+        resume.set()
+        client.join(60)
+        assert outcome.get("status", 500) >= 500 or "error" in outcome, outcome
+        stack.procs.pop("gateway")
+        began = time.monotonic()
+        stack.spawn("gateway", "gateway")
+        wait_until(stack.healthy, timeout=30, interval=0.1)
+        took = time.monotonic() - began
+        assert httpx.get(f"{stack.base}/v1/catalog/manifest/cut").status_code == 404
+        objects = stack.settings.data_dir / "objects"
+        leftovers = [*objects.glob("staging/*"), *objects.glob(".lakehouse-tmp/*")]
+        assert leftovers == []  # before any gc: the cut upload left nothing behind
+        no_orphans(stack)
+        record("gateway: SIGTERM during a streamed upload", took, f"client got {outcome}")
+    finally:
+        stack.stop()
