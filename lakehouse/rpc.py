@@ -144,6 +144,7 @@ async def scatter(
     *,
     timeout: float,
     done: Callable[[list[bytes]], bool],
+    headers: dict[str, str] | None = None,
 ) -> list[bytes]:
     """Publish one request to every subscriber of ``subject`` and gather single-part replies
     until ``done(replies)`` or ``timeout`` (then return what arrived). A replier's error is
@@ -154,7 +155,7 @@ async def scatter(
     got: list[bytes] = []
     try:
         async with asyncio.timeout(timeout):
-            await nc.publish(subject, data, reply=inbox)
+            await nc.publish(subject, data, reply=inbox, headers=headers)
             while not done(got):
                 msg = await queue.get()
                 headers = msg.headers or {}

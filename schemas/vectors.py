@@ -64,7 +64,11 @@ class EmbedText(Message):
 
 
 class SearchRequest(Message):
-    """``lakehouse.search.<index>`` scatter request; every partition owner answers."""
+    """``lakehouse.search.<index>`` scatter request; every partition owner answers.
+
+    Binary form (what the gateway sends for a plain top-k): the body is the query vector as
+    little-endian float32 bytes and the ``Lakehouse-Query`` header holds the other fields as
+    JSON (``{"k": 10, "ef": null}``) — no float text to print or parse on either side."""
 
     vector: list[float] = Field(description="Query vector (already embedded).")
     k: int = Field(10, ge=1, le=10_000, description="Hits wanted.")
@@ -75,6 +79,9 @@ class SearchRequest(Message):
     allowed_ids: list[str] | None = Field(
         None, description="Only these ids may be returned (a resolved filter)."
     )
+
+
+QUERY_HEADER = "Lakehouse-Query"
 
 
 class Hit(BaseModel):

@@ -38,7 +38,7 @@ from lakehouse.rpc import parse
 from lakehouse.runtime import Serve, Worker
 from lakehouse.vectors import decode, list_indexes
 from schemas import subjects as S
-from schemas.vectors import Hit, IndexSpec, PartitionReply, SearchRequest
+from schemas.vectors import QUERY_HEADER, Hit, IndexSpec, PartitionReply, SearchRequest
 
 log = logging.getLogger("workers.vectors")
 
@@ -317,7 +317,18 @@ class VectorWorker(Worker):
     # ---- search ------------------------------------------------------------------------
     async def search(self, msg: Msg) -> bytes:
         index = msg.subject.rsplit(".", 1)[1]
-        req = parse(SearchRequest, msg.data)
+        binary = (msg.headers or {}).get(QUERY_HEADER)
+        if binary is not None:
+            params = json.loads(binary)
+            req = SearchRequest.model_construct(
+                vector=[],
+                k=int(params.get("k") or 10),
+                ef=params.get("ef"),
+                op="search",
+                allowed_ids=None,
+            )
+        else:
+            req = parse(SearchRequest, msg.data)
         mine = [o for o in self.owned.values() if o.spec.name == index]
         if not mine:
             return b"[]"
@@ -326,7 +337,11 @@ class VectorWorker(Worker):
         elif req.op == "ids":
             replies = await asyncio.to_thread(lambda: [self.id_set(o) for o in mine])
         else:
-            query = np.asarray(req.vector, dtype=np.float32)
+            query = (
+                np.frombuffer(msg.data, dtype="<f4").astype(np.float32)
+                if binary is not None
+                else np.asarray(req.vector, dtype=np.float32)
+            )
             if query.shape != (mine[0].spec.dim,):
                 dim = mine[0].spec.dim
                 raise BadRequest(

@@ -72,7 +72,8 @@ async def ingest(
         raise TooLarge(f"Content-Length {length} exceeds the {cap}-byte ingest limit")
     job_id = uuid.uuid4().hex
     key = f"staging/{job_id}.csv"
-    await st.storage.put(key, upload_body(request), max_bytes=cap)
+    # Staged CSVs are transient (deleted once converted): no fsync on the upload path.
+    await st.storage.put(key, upload_body(request), max_bytes=cap, sync=False)
     js = nc.jetstream()
     updates = await nc.subscribe(S.job(job_id))  # before publishing: no update can be missed
     try:

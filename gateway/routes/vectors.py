@@ -28,6 +28,7 @@ from lakehouse.vectors import (
 from schemas import subjects as S
 from schemas.query import SqlRequest
 from schemas.vectors import (
+    QUERY_HEADER,
     EmbedRequest,
     EmbedText,
     IndexSpec,
@@ -113,7 +114,7 @@ async def indexes(st: State = Depends(state)) -> dict[str, Any]:
 
 
 async def gather(
-    st: State, spec: IndexSpec, req: SearchRequest | bytes
+    st: State, spec: IndexSpec, req: SearchRequest | bytes, headers: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """Scatter ``req`` to the index's partition owners; their replies (dicts, by partition)
     and the partitions that did not answer in time."""
@@ -129,6 +130,7 @@ async def gather(
         req,
         timeout=st.settings.vectors.search_timeout,
         done=covered,
+        headers=headers,
     )
     parts: dict[int, dict[str, Any]] = {}
     for r in raw:
@@ -279,9 +281,13 @@ async def search(name: str, body: SearchBody, st: State = Depends(state)) -> Res
         t = time.perf_counter()
         allowed = await resolve_filter(st, spec, body.filter)
         filter_ms = (time.perf_counter() - t) * 1000
-    # Built by hand: validating a few hundred floats again costs more than the search.
-    req = json.dumps({"vector": vector, "k": body.k, "ef": body.ef, "allowed_ids": allowed})
-    parts, missing = await gather(st, spec, req.encode())
+    if allowed is None:  # the binary form: float32 bytes, parameters in a header
+        query = np.asarray(vector, dtype="<f4").tobytes()
+        params = {QUERY_HEADER: json.dumps({"k": body.k, "ef": body.ef})}
+        parts, missing = await gather(st, spec, query, params)
+    else:  # built by hand: validating a few hundred floats again costs more than the search
+        req = json.dumps({"vector": vector, "k": body.k, "ef": body.ef, "allowed_ids": allowed})
+        parts, missing = await gather(st, spec, req.encode())
     hits = sorted((h for p in parts for h in p["hits"]), key=lambda h: h["distance"])[: body.k]
     out = {
         "hits": hits,

@@ -66,9 +66,17 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int | None = None,
+        sync: bool = True,
     ) -> ObjectInfo:
-        """Store the streamed body atomically. Over ``max_bytes`` -> TooLarge, nothing stored."""
+        """Store the streamed body atomically. Over ``max_bytes`` -> TooLarge, nothing stored.
+        ``sync=False`` skips the fsync before the object becomes visible (for transient
+        objects such as staged uploads: a process crash still loses nothing, only an OS crash
+        within the page-cache flush interval can)."""
 
     @abc.abstractmethod
     async def open(self, key: str) -> tuple[ObjectInfo, AsyncIterator[bytes]]:

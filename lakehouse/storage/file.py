@@ -49,7 +49,12 @@ class FileStorage(Storage):
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int | None = None,
+        sync: bool = True,
     ) -> ObjectInfo:
         path = self._path(key)
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
@@ -67,7 +72,7 @@ class FileStorage(Storage):
                     buf.clear()
             if buf:
                 await asyncio.to_thread(fh.write, bytes(buf))
-            await asyncio.to_thread(_flush_close, fh)
+            await asyncio.to_thread(_flush_close, fh, sync)
             await asyncio.to_thread(_install, tmp, path)
         except BaseException:
             fh.close()
@@ -157,9 +162,10 @@ def _walk(directory: Path, rel: str) -> Iterator[tuple[str, Path]]:
             yield key, Path(entry.path)
 
 
-def _flush_close(fh: BinaryIO) -> None:
+def _flush_close(fh: BinaryIO, sync: bool = True) -> None:
     fh.flush()
-    os.fsync(fh.fileno())
+    if sync:
+        os.fsync(fh.fileno())
     fh.close()
 
 

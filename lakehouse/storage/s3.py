@@ -88,7 +88,12 @@ class S3Storage(Storage):
         self._bucket_checked = True
 
     async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int | None = None,
+        sync: bool = True,
     ) -> ObjectInfo:
         k = self._key(key)
         await self.ensure_bucket()
