@@ -111,6 +111,11 @@ class VectorSettings(BaseModel):
     add_chunk: int = Field(256, description="Vectors per locked add (searches interleave).")
     search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
     threads: int = Field(0, description="hnswlib threads (0: all cores).")
+    int8_mirror: bool = Field(
+        False,
+        description="Keep an int8 copy of every vector (dim + 8 B each) to pre-score filtered "
+        "subsets; off: the subset's float vectors are read from the graph (less memory).",
+    )
     fetch_batch: int = Field(4, description="Batches a partition fetches at a time (memory bound).")
     fetch_wait: float = Field(5.0, description="Seconds a partition's idle fetch waits.")
 

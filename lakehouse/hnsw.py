@@ -72,7 +72,15 @@ def _grown(a: np.ndarray, rows: int) -> np.ndarray:
 
 
 class Partition:
-    def __init__(self, spec: IndexSpec, number: int, *, threads: int = 0, capacity: int = 1024):
+    def __init__(
+        self,
+        spec: IndexSpec,
+        number: int,
+        *,
+        threads: int = 0,
+        capacity: int = 1024,
+        mirror: bool = False,
+    ):
         self.spec = spec
         self.number = number
         self.threads = threads or os.cpu_count() or 1
@@ -86,8 +94,13 @@ class Partition:
         self.covered_seq = 0
         self.changes = 0  # since the last snapshot
         self.lock = RWLock()
-        # An int8 copy of every vector (+ its scale and squared norm), for exact scoring of a
-        # filtered subset: a few hundred bytes per vector instead of a float32 copy.
+        # Optionally an int8 copy of every vector (+ its scale and squared norm): approximate
+        # scores of a filtered subset without copying float vectors out of the graph, for
+        # dim + 8 bytes per vector. Off by default; the exact path then reads the subset's
+        # float vectors from hnswlib.
+        self.mirror = mirror
+        if not mirror:
+            capacity = 0
         self.q8 = np.zeros((capacity, spec.dim), dtype=np.int8)
         self.qscale = np.zeros(capacity, dtype=np.float32)
         self.sqnorm = np.zeros(capacity, dtype=np.float32)
@@ -114,6 +127,8 @@ class Partition:
         return vectors.astype(np.float32, copy=False)
 
     def _mirror(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.mirror:
+            return
         if len(self.q8) < self.index.get_max_elements():
             # np.zeros maps fresh zero pages lazily: only the rows copied or written later
             # become resident, so spare capacity costs address space, not memory.
@@ -234,7 +249,15 @@ class Partition:
                 return []
             k = min(k, labels.size)
             q = self._prepare(query.reshape(1, -1))[0]
-            if labels.size <= exact_max:
+            if labels.size <= exact_max and not self.mirror:
+                exact = np.empty(labels.size, dtype=np.float32)
+                for start in range(0, labels.size, 4096):
+                    part = labels[start : start + 4096]
+                    vecs = self.index.get_items(part, return_type="numpy")
+                    exact[start : start + 4096] = self._distances(q, vecs)
+                order = np.argsort(exact)[:k] if labels.size > k else np.argsort(exact)
+                pairs = [(int(labels[i]), float(exact[i])) for i in order]
+            elif labels.size <= exact_max:
                 approx = np.empty(labels.size, dtype=np.float32)
                 for start in range(0, labels.size, 4096):
                     part = labels[start : start + 4096]
@@ -283,9 +306,16 @@ class Partition:
 
     @classmethod
     def load(
-        cls, spec: IndexSpec, number: int, graph: Path, table: Path, *, threads: int = 0
+        cls,
+        spec: IndexSpec,
+        number: int,
+        graph: Path,
+        table: Path,
+        *,
+        threads: int = 0,
+        mirror: bool = False,
     ) -> Partition:
-        part = cls(spec, number, threads=threads, capacity=1)
+        part = cls(spec, number, threads=threads, capacity=1, mirror=mirror)
         part.index = hnswlib.Index(space=SPACES[spec.metric], dim=spec.dim)
         t = pq.read_table(table)
         part.covered_seq = int((t.schema.metadata or {}).get(b"covered_seq", b"0"))
@@ -302,6 +332,8 @@ class Partition:
         part.q8 = np.zeros((0, spec.dim), np.int8)
         part.qscale = np.zeros(0, np.float32)
         part.sqnorm = np.zeros(0, np.float32)
+        if not mirror:
+            return part
         live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
         for start in range(0, live.size, 8192):
             chunk = live[start : start + 8192]

@@ -292,13 +292,14 @@ class VectorWorker(Worker):
 
     async def load_snapshot(self, spec: IndexSpec, number: int) -> Partition:
         threads = self.rt.settings.vectors.threads
+        mirror = self.rt.settings.vectors.int8_mirror
         prefix = snapshot_prefix(spec.name, number)
         try:
             pointer = json.loads(await self.rt.storage.get_bytes(f"{prefix}latest.json"))
         except NotFound:
-            return Partition(spec, number, threads=threads)
-        if str(pointer.get("created_at")) != str(spec.created_at):
-            return Partition(spec, number, threads=threads)  # a snapshot of an older index
+            return Partition(spec, number, threads=threads, mirror=mirror)
+        if str(pointer.get("created_at")) != str(spec.created_at):  # an older index's snapshot
+            return Partition(spec, number, threads=threads, mirror=mirror)
         work = self.tmp / f"load-{spec.name}-{number}"
         work.mkdir(parents=True, exist_ok=True)
         try:
@@ -306,11 +307,11 @@ class VectorWorker(Worker):
             await self.rt.storage.get_file(pointer["graph"], graph)
             await self.rt.storage.get_file(pointer["table"], table)
             return await asyncio.to_thread(
-                Partition.load, spec, number, graph, table, threads=threads
+                Partition.load, spec, number, graph, table, threads=threads, mirror=mirror
             )
         except Exception as exc:
             log.error("snapshot unusable; replaying the whole stream", extra={"error": str(exc)})
-            return Partition(spec, number, threads=threads)
+            return Partition(spec, number, threads=threads, mirror=mirror)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
