@@ -421,7 +421,7 @@ def bench(
     vectors: Annotated[int, typer.Option(help="Precomputed vectors to load.")] = 500_000,
     dim: Annotated[int, typer.Option(help="Vector dimension.")] = 768,
     texts: Annotated[int, typer.Option(help="Texts for the embedding workload.")] = 2_000,
-    embed_rows: Annotated[int, typer.Option(help="Rows for auto-embed end to end.")] = 30_000,
+    embed_rows: Annotated[int, typer.Option(help="Rows for auto-embed end to end.")] = 10_000,
     sql_runs: Annotated[int, typer.Option(help="Runs per SQL query after warm-up.")] = 30,
     quick: Annotated[
         bool, typer.Option(help="CI size: 20K rows, 20K×128 vectors, 200 texts.")
