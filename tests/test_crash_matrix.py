@@ -193,20 +193,23 @@ def workers_csv(tmp_path_factory: pytest.TempPathFactory, full: bool) -> Path:
 
 # ---- ingest -------------------------------------------------------------------------
 def test_ingest_kill_9_ingest_worker_mid_write(
-    tmp_path: Path, workers_csv: Path, rng: random.Random
+    tmp_path: Path, full: bool, rng: random.Random
 ) -> None:
+    csv = tmp_path / "big.csv"
+    generate(csv, max(80_000, sizes(full)["rows"]), seed=13)  # long enough to die mid-write
     stack = make_stack(tmp_path, ("catalog", "ingest", "query"))
     try:
-        job = post_ingest(stack, "crash_ingest", workers_csv)
+        job = post_ingest(stack, "crash_ingest", csv)
         wait_until(lambda: job_state(stack, job)["state"] == "running", timeout=30, interval=0.02)
-        time.sleep(rng.uniform(0.0, 0.3))  # the fault's random point, not synchronisation
+        time.sleep(rng.uniform(0.0, 0.2))  # the fault's random point, not synchronisation
         stack.kill("ingest")
+        assert job_state(stack, job)["state"] == "running"  # it really died mid-write
         began = time.monotonic()
         stack.spawn("ingest", "worker", "ingest")
         wait_job(stack, job)
         took = time.monotonic() - began
-        check_dataset(stack, "crash_ingest", workers_csv)
-        rows, _ = csv_truth(workers_csv)
+        check_dataset(stack, "crash_ingest", csv)
+        rows, _ = csv_truth(csv)
         verify(stack, tmp_path, {"datasets": {"crash_ingest": {"row_count": rows}}})
         no_orphans(stack)
         assert stack.healthy()
@@ -248,7 +251,7 @@ def test_ingest_storage_stopped_5s(
     tmp_path: Path, full: bool, rng: random.Random, seaweed: SeaweedS3
 ) -> None:
     csv = tmp_path / "big.csv"
-    generate(csv, 4 * sizes(full)["rows"], seed=12)  # big enough to be mid-upload for sure
+    generate(csv, max(80_000, sizes(full)["rows"]), seed=12)  # long enough to be mid-upload
     stack = make_stack(tmp_path, ("catalog", "ingest", "query"), backend="s3", seaweed=seaweed)
     try:
         posted: dict[str, str] = {}
@@ -368,11 +371,13 @@ def test_vector_load_faults(tmp_path: Path, full: bool, rng: random.Random, faul
             wait_until(lambda: index_count(stack, "crash") >= at, timeout=120, interval=0.05)
         began = time.monotonic()
         if fault == "mid-batch":
+            assert index_count(stack, "crash") < n  # the kill lands mid-load
             stack.kill("vectors")
             stack.spawn("vectors", "worker", "vectors")
         elif fault == "mid-snapshot":
             stack.spawn("vectors", "worker", "vectors")
         elif fault == "nats-restart":
+            assert index_count(stack, "crash") < n  # the restart lands mid-load
             stack.nats.stop()
             stack.nats.start()
         loader.join()
@@ -429,6 +434,7 @@ def test_embed_faults(tmp_path: Path, full: bool, rng: random.Random, fault: str
         if fault == "kill-embed":
             at = int(n * rng.uniform(0.2, 0.6))
             wait_until(lambda: index_count(stack, "texts") >= at, timeout=120, interval=0.05)
+            assert index_count(stack, "texts") < n  # the kill lands mid-embed
             stack.kill("embed")
             began = time.monotonic()
             stack.spawn("embed", "worker", "embed")
