@@ -224,22 +224,19 @@ def _index_digest(parts: dict[int, dict[str, Any]]) -> str:
 
 
 def check_expected(report: Report, expect: dict[str, Any]) -> None:
-    for name, want in (expect.get("datasets") or {}).items():
-        have = report.datasets.get(name)
-        if have is None:
-            report.diffs.append(f"dataset {name}: expected, not registered")
-            continue
-        for k, v in want.items():
-            if k in have and have[k] != v:
-                report.diffs.append(f"dataset {name} {k}: expected {v!r}, live {have[k]!r}")
-    for name, want in (expect.get("indexes") or {}).items():
-        have = report.indexes.get(name)
-        if have is None:
-            report.diffs.append(f"index {name}: expected, not defined")
-            continue
-        for k, v in want.items():
-            if k in have and have[k] != v:
-                report.diffs.append(f"index {name} {k}: expected {v!r}, live {have[k]!r}")
+    for section, what, missing in (
+        ("datasets", "dataset", "not registered"),
+        ("indexes", "index", "not defined"),
+    ):
+        live: dict[str, dict[str, Any]] = getattr(report, section)
+        for name, want in (expect.get(section) or {}).items():
+            have = live.get(name)
+            if have is None:
+                report.diffs.append(f"{what} {name}: expected, {missing}")
+                continue
+            for k, v in want.items():
+                if k in have and have[k] != v:
+                    report.diffs.append(f"{what} {name} {k}: expected {v!r}, live {have[k]!r}")
 
 
 async def verify(

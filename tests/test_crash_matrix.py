@@ -120,6 +120,16 @@ def no_orphans(stack: Stack) -> None:
     assert keys == referenced
 
 
+def dataset_recovered(stack: Stack, tmp: Path, name: str, csv: Path) -> dict[str, Any]:
+    """The checks every ingest row ends with; returns verify's report."""
+    check_dataset(stack, name, csv)
+    rows, _ = csv_truth(csv)
+    report = verify(stack, tmp, {"datasets": {name: {"row_count": rows}}})
+    no_orphans(stack)
+    assert stack.healthy()
+    return report
+
+
 def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
     parts: dict[int, list[str]] = {p: [] for p in range(PARTS)}
     for i in ids:
@@ -208,11 +218,8 @@ def test_ingest_kill_9_ingest_worker_mid_write(
         stack.spawn("ingest", "worker", "ingest")
         wait_job(stack, job)
         took = time.monotonic() - began
-        check_dataset(stack, "crash_ingest", csv)
-        rows, _ = csv_truth(csv)
-        verify(stack, tmp_path, {"datasets": {"crash_ingest": {"row_count": rows}}})
-        no_orphans(stack)
-        assert stack.healthy()
+        report = dataset_recovered(stack, tmp_path, "crash_ingest", csv)
+        rows = report["datasets"]["crash_ingest"]["row_count"]
         record("ingest: kill -9 ingest worker mid-write", took, f"{rows} rows exact")
     finally:
         stack.stop()
@@ -236,12 +243,8 @@ def test_ingest_kill_9_catalog_around_event_publish(
         stack.spawn("catalog", "worker", "catalog")
         wait_job(stack, job)
         took = time.monotonic() - began
-        check_dataset(stack, "crash_catalog", workers_csv)
-        rows, _ = csv_truth(workers_csv)
-        report = verify(stack, tmp_path, {"datasets": {"crash_catalog": {"row_count": rows}}})
+        report = dataset_recovered(stack, tmp_path, "crash_catalog", workers_csv)
         assert report["datasets"]["crash_catalog"]["revision"] == 1  # registered exactly once
-        no_orphans(stack)
-        assert stack.healthy()
         record(f"ingest: kill -9 catalog worker at {point}", took, "1 revision, mirror ok")
     finally:
         stack.stop()
@@ -268,11 +271,8 @@ def test_ingest_storage_stopped_5s(
         poster.join(120)
         wait_job(stack, posted["job"])
         took = time.monotonic() - began
-        check_dataset(stack, "s3", csv)
-        rows, _ = csv_truth(csv)
-        verify(stack, tmp_path, {"datasets": {"s3": {"row_count": rows}}})
-        no_orphans(stack)
-        assert stack.healthy()
+        report = dataset_recovered(stack, tmp_path, "s3", csv)
+        rows = report["datasets"]["s3"]["row_count"]
         record("ingest: S3 server stopped 5 s mid-upload", took, f"{rows} rows exact")
     finally:
         stack.stop()
