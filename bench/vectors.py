@@ -20,14 +20,13 @@ import threading
 import time
 from pathlib import Path
 
-import hnswlib
 import httpx
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lakehouse.bench.workloads import publish
+from lakehouse.bench.workloads import publish, raw_floor
 from tests.support.stack import Stack
 from tests.support.vecdata import clustered, exact_topk, recall
 
@@ -49,20 +48,9 @@ def main() -> int:
     queries = clustered(args.queries, dim, centers=500, noise=0.5, sample=99)
     truth = exact_topk(data, queries, 10)
 
-    raw = hnswlib.Index(space="cosine", dim=dim)
-    raw.init_index(max_elements=n, M=16, ef_construction=200)
-    t = time.perf_counter()
-    raw.add_items(data, np.arange(n), num_threads=psutil.cpu_count())
-    raw_rate = n / (time.perf_counter() - t)
-    raw.set_ef(64)
-    raw_ms, raw_found = [], []
-    for q in queries:
-        t = time.perf_counter()
-        labels, _ = raw.knn_query(q.reshape(1, -1), k=10)
-        raw_ms.append((time.perf_counter() - t) * 1000)
-        raw_found.append(labels[0].tolist())
+    raw_s, raw_ms, raw_found = raw_floor(data, queries)
+    raw_rate = n / raw_s
     raw_bytes = n * (dim * 4 + 16 * 2 * 4 + 4 + 8)
-    del raw
 
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp) / "stack", overrides={"vectors": {"snapshot_every": 3600}}).start(

@@ -255,7 +255,7 @@ class Partition:
                     part = labels[start : start + 4096]
                     vecs = self.index.get_items(part, return_type="numpy")
                     exact[start : start + 4096] = self._distances(q, vecs)
-                order = np.argsort(exact)[:k] if labels.size > k else np.argsort(exact)
+                order = np.argsort(exact)[:k]
                 pairs = [(int(labels[i]), float(exact[i])) for i in order]
             elif labels.size <= exact_max:
                 approx = np.empty(labels.size, dtype=np.float32)

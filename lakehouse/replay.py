@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,6 @@ from nats.js.errors import NotFoundError
 from lakehouse.errors import BadRequest
 from lakehouse.hnsw import Partition
 from lakehouse.vectors import decode
-from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
 from schemas.vectors import IndexSpec
 
@@ -44,7 +43,6 @@ class Record:
     subject: str
     data: bytes
     headers: dict[str, str]
-    time: str
 
 
 @dataclass
@@ -92,7 +90,6 @@ async def _direct(nc: NATS, stream: str, req: dict[str, Any]) -> Record | None:
         subject=headers["Nats-Subject"],
         data=reply.data,
         headers={k: v for k, v in headers.items() if k not in _SERVER_HEADERS},
-        time=headers.get("Nats-Time-Stamp", ""),
     )
 
 
@@ -184,7 +181,7 @@ class VectorFold:
     def __init__(self, specs: list[IndexSpec], *, build: bool = False, threads: int = 1) -> None:
         self.specs = {s.name: s for s in specs}
         self.build = build
-        self.ids: dict[tuple[str, int], dict[str, bool]] = {}
+        self.ids: dict[tuple[str, int], set[str]] = {}
         self.parts: dict[tuple[str, int], Partition] = {}
         self.threads = threads
         self.last_seq: dict[tuple[str, int], int] = {}
@@ -202,12 +199,12 @@ class VectorFold:
         except BadRequest as exc:
             self.errors.append(f"seq {rec.seq} ({rec.subject}): {exc.detail}")
             return  # the vector worker dead-letters and skips it too
-        live = self.ids.setdefault(key, {})
+        live = self.ids.setdefault(key, set())
         for item_id, op in zip(batch.ids, batch.ops, strict=True):
             if op == "delete":
-                live.pop(item_id, None)
+                live.discard(item_id)
             else:
-                live[item_id] = True
+                live.add(item_id)
         if self.build:
             part = self.parts.get(key)
             if part is None:
@@ -218,7 +215,7 @@ class VectorFold:
         spec = self.specs[index]
         out = {}
         for p in range(spec.partitions):
-            ids = list(self.ids.get((index, p), {}))
+            ids = list(self.ids.get((index, p), ()))
             out[p] = {"count": len(ids), "digest": ids_digest(ids)}
         return out
 
@@ -226,26 +223,25 @@ class VectorFold:
 async def fold(
     nc: NATS,
     stream: str,
-    apply: Callable[[Record], None],
+    apply: Callable[[Record], Awaitable[None] | None],
     *,
     start: int = 1,
     end: int | None = None,
     subject: str | None = None,
     progress: Callable[[Summary, int], None] | None = None,
 ) -> Summary:
-    """Read ``[start, end]`` of ``stream`` and hand every record to ``apply``."""
+    """Read ``[start, end]`` of ``stream`` and hand every record to ``apply`` (a plain or an
+    async function)."""
     if end is None:
         start, end = await bounds(nc, stream, from_seq=start)
     summary = Summary(stream)
     began = time.monotonic()
     async for rec in read(nc, stream, start, end, subject):
-        apply(rec)
+        done = apply(rec)
+        if done is not None:
+            await done
         summary.add(rec)
         if progress is not None:
             progress(summary, end)
     summary.seconds = time.monotonic() - began
     return summary
-
-
-def vectors_subject(index: str | None) -> str:
-    return f"{S.VECTORS_PREFIX}.{index}.*" if index else S.all_under(S.VECTORS_PREFIX)

@@ -14,7 +14,7 @@ import duckdb
 from nats.aio.client import Client as NATS
 
 from lakehouse.errors import BadRequest
-from lakehouse.replay import CatalogFold, Record, Summary, VectorFold, fold, read
+from lakehouse.replay import CatalogFold, Record, Summary, VectorFold, fold
 from lakehouse.storage import Storage
 from lakehouse.vectors import list_indexes
 from lakehouse.views import view_sql
@@ -63,18 +63,15 @@ async def to_live(
             f"refusing to replay {stream} into the live system: {LIVE_REFUSED[stream]}"
         )
     js = nc.jetstream()
-    summary = Summary(stream)
-    began = time.monotonic()
-    async for rec in read(nc, stream, start, end, subject):
+
+    async def publish(rec: Record) -> None:
         headers = {k: v for k, v in rec.headers.items() if not k.startswith("Nats-Expected")}
         if stream != S.STREAM_VECTORS:
             headers.pop("Nats-Msg-Id", None)
         headers["Lakehouse-Replayed-From"] = f"{stream}:{rec.seq}"
         await js.publish(rec.subject, rec.data, headers=headers)
-        summary.add(rec)
-        progress(summary, end)
-    summary.seconds = time.monotonic() - began
-    return summary
+
+    return await fold(nc, stream, publish, start=start, end=end, subject=subject, progress=progress)
 
 
 async def to_dir(
@@ -142,14 +139,7 @@ async def write_catalog(cat: CatalogFold, storage: Storage, out: Path) -> dict[s
     db_path.unlink(missing_ok=True)
     with duckdb.connect(str(db_path)) as db:
         for m in manifests.values():
-            paths = []
-            for o in m.objects:
-                local = storage.local_path(o.key)
-                if local is None:
-                    local = out / "objects" / o.key
-                    local.parent.mkdir(parents=True, exist_ok=True)
-                    await storage.get_file(o.key, local)
-                paths.append(str(local))
+            paths = [str(await storage.readable_path(o.key, out / "objects")) for o in m.objects]
             db.execute(view_sql(m, paths))
     return {"datasets": sorted(manifests), "views": str(db_path)}
 

@@ -38,6 +38,7 @@ from lakehouse.replay import CatalogFold, VectorFold, bounds, fold, ids_digest
 from lakehouse.rpc import call, scatter
 from lakehouse.storage import Storage
 from lakehouse.vectors import list_indexes
+from lakehouse.views import ident, view_sql
 from schemas import subjects as S
 from schemas.catalog import Manifest
 from schemas.query import SqlRequest
@@ -78,34 +79,22 @@ def manifest_view(m: Manifest) -> dict[str, Any]:
     }
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 async def dataset_checksum(storage: Storage, m: Manifest, work: Path) -> tuple[int, str]:
-    """Row count and checksum computed here, from the objects themselves."""
-    if not m.objects:
-        return 0, "0"
-    paths = []
-    for obj in m.objects:
-        local = storage.local_path(obj.key)
-        if local is None:
-            local = work / obj.key
-            local.parent.mkdir(parents=True, exist_ok=True)
-            await storage.get_file(obj.key, local)
-        paths.append(str(local))
-    src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "])"
+    """Row count and checksum computed here, from the objects themselves (through the same
+    view a query worker creates)."""
+    paths = [str(await storage.readable_path(o.key, work)) for o in m.objects]
 
     def run() -> tuple[int, str]:
         with duckdb.connect() as con:
-            n, h = con.execute(CHECKSUM_SQL.format(src=src)).fetchone() or (0, "0")
+            con.execute(view_sql(m, paths))
+            n, h = con.execute(CHECKSUM_SQL.format(src=ident(m.name))).fetchone() or (0, "0")
             return int(n), str(h)
 
     return await asyncio.to_thread(run)
 
 
 async def live_checksum(nc: NATS, name: str, catalog_seq: int, timeout: float) -> tuple[int, str]:
-    req = SqlRequest(sql=CHECKSUM_SQL.format(src=quote(name)), min_catalog_seq=catalog_seq)
+    req = SqlRequest(sql=CHECKSUM_SQL.format(src=ident(name)), min_catalog_seq=catalog_seq)
     body = json.loads(await call(nc, S.QUERY_SQL, req, timeout=timeout, what="query"))
     n, h = body["rows"][0]
     return int(n), str(h)

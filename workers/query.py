@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -47,12 +46,9 @@ class QueryWorker(Worker):
         self.applied = asyncio.Condition()
         self.view_errors = 0
         root = self.rt.storage.local_path("datasets/x")
-        if root is not None:
-            self.cache: Path | None = None
-            allowed = root.parent  # <root>/datasets/: staging and _catalog stay unreadable
-        else:
-            self.cache = (st.data_dir / "cache" / "objects").resolve()
-            allowed = self.cache
+        self.cache = (st.data_dir / "cache" / "objects").resolve()  # S3 objects' local copies
+        # File backend: <root>/datasets/ (staging and _catalog stay unreadable); S3: the cache.
+        allowed = root.parent if root is not None else self.cache
         allowed.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"threads": st.query.threads} if st.query.threads else {}
         self.db = duckdb.connect(":memory:", config=config)
@@ -89,21 +85,8 @@ class QueryWorker(Worker):
             self.applied_seq = max(self.applied_seq, seq)
             self.applied.notify_all()
 
-    async def object_path(self, key: str) -> str:
-        local = self.rt.storage.local_path(key)
-        if local is not None:
-            return str(local)
-        assert self.cache is not None
-        path = self.cache / key
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".part")
-            await self.rt.storage.get_file(key, tmp)
-            tmp.replace(path)  # immutable objects: once here, always valid
-        return str(path)
-
     async def create_view(self, m: Manifest) -> None:
-        paths = [await self.object_path(o.key) for o in m.objects]
+        paths = [str(await self.rt.storage.readable_path(o.key, self.cache)) for o in m.objects]
         self.db.execute(view_sql(m, paths))
 
     async def wait_applied(self, seq: int) -> None:

@@ -291,15 +291,18 @@ class VectorWorker(Worker):
             shutil.rmtree(work, ignore_errors=True)
 
     async def load_snapshot(self, spec: IndexSpec, number: int) -> Partition:
-        threads = self.rt.settings.vectors.threads
-        mirror = self.rt.settings.vectors.int8_mirror
+        threads, mirror = self.rt.settings.vectors.threads, self.rt.settings.vectors.int8_mirror
+
+        def fresh() -> Partition:  # replay the partition's whole stream
+            return Partition(spec, number, threads=threads, mirror=mirror)
+
         prefix = snapshot_prefix(spec.name, number)
         try:
             pointer = json.loads(await self.rt.storage.get_bytes(f"{prefix}latest.json"))
         except NotFound:
-            return Partition(spec, number, threads=threads, mirror=mirror)
+            return fresh()
         if str(pointer.get("created_at")) != str(spec.created_at):  # an older index's snapshot
-            return Partition(spec, number, threads=threads, mirror=mirror)
+            return fresh()
         work = self.tmp / f"load-{spec.name}-{number}"
         work.mkdir(parents=True, exist_ok=True)
         try:
@@ -311,7 +314,7 @@ class VectorWorker(Worker):
             )
         except Exception as exc:
             log.error("snapshot unusable; replaying the whole stream", extra={"error": str(exc)})
-            return Partition(spec, number, threads=threads, mirror=mirror)
+            return fresh()
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

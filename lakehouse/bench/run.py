@@ -57,12 +57,13 @@ def run(
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
         csv = work / "workers.csv"
-        if want("ingest") or want("sql"):
+        tabular = want("ingest") or want("sql")  # SQL runs on the ingested dataset
+        if tabular:
             size = generate(csv, rows, seed=42)
             print(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)", flush=True)
         stack = BenchStack(work / "stack").start()
         try:
-            if want("ingest") or want("sql"):
+            if tabular:
                 rows_ingest, parquet = W.ingest(stack, csv, rows, work)
                 out += rows_ingest if want("ingest") else []
                 if want("sql"):

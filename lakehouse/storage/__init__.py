@@ -124,6 +124,20 @@ class Storage(abc.ABC):
         """The object's file when the backend keeps objects on this machine, else None."""
         return None
 
+    async def readable_path(self, key: str, cache: Path) -> Path:
+        """A local file holding the object: the backend's own file, or a copy under ``cache``
+        (objects are immutable, so a copy once made stays valid)."""
+        local = self.local_path(key)
+        if local is not None:
+            return local
+        path = cache / key
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            await self.get_file(key, tmp)
+            tmp.replace(path)
+        return path
+
     async def close(self) -> None:
         return None
 
