@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,19 @@ def index_count(stack: Stack, name: str) -> int:
         return -1
 
 
-async def publish_vectors(url: str, name: str, n: int, batch: int = 500) -> None:
+@dataclass
+class Gate:
+    """Holds a loader once ``at`` vectors are published, until the fault is injected: the
+    fault then lands mid-load for certain, however fast the worker applies."""
+
+    at: int
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+async def publish_vectors(
+    url: str, name: str, n: int, gate: Gate | None = None, batch: int = 500
+) -> None:
     """Publish n clustered vectors, retrying each batch through outages (a restarted
     nats-server); the batch's Nats-Msg-Id makes a retried batch land once."""
     data = clustered(n, DIM, centers=100)
@@ -180,11 +193,17 @@ async def publish_vectors(url: str, name: str, n: int, batch: int = 500) -> None
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)  # backoff while the server is away
+        if gate is not None and not gate.reached.is_set() and start + batch >= gate.at:
+            gate.reached.set()
+            assert await asyncio.to_thread(gate.release.wait, 120)
     await nc.close()
 
 
-def load_in_background(stack: Stack, name: str, n: int) -> threading.Thread:
-    t = threading.Thread(target=lambda: asyncio.run(publish_vectors(stack.nats.url, name, n)))
+def load_in_background(
+    stack: Stack, name: str, n: int, gate: Gate | None = None
+) -> threading.Thread:
+    url = stack.nats.url
+    t = threading.Thread(target=lambda: asyncio.run(publish_vectors(url, name, n, gate)))
     t.start()
     return t
 
@@ -361,24 +380,27 @@ def test_vector_load_faults(tmp_path: Path, full: bool, rng: random.Random, faul
             faulty = stack.spawn("vectors", "worker", "vectors", env=env)
             wait_until(lambda: stack.healthy({"vectors": 1}), timeout=30, interval=0.1)
         create_index(stack, "crash")
-        loader = load_in_background(stack, "crash", n)
-        at = int(n * rng.uniform(0.2, 0.6))
+        gate = (
+            Gate(int(n * rng.uniform(0.2, 0.6))) if fault in ("mid-batch", "nats-restart") else None
+        )
+        loader = load_in_background(stack, "crash", n, gate)
         if fault == "mid-snapshot":
             faulty.wait(120)  # killed by its first snapshot
             assert faulty.returncode == -signal.SIGKILL
             stack.procs.pop("vectors")
-        else:
-            wait_until(lambda: index_count(stack, "crash") >= at, timeout=120, interval=0.05)
+        elif gate is not None:
+            assert gate.reached.wait(120)
+            assert index_count(stack, "crash") < n  # the fault lands mid-load
         began = time.monotonic()
         if fault == "mid-batch":
-            assert index_count(stack, "crash") < n  # the kill lands mid-load
             stack.kill("vectors")
             stack.spawn("vectors", "worker", "vectors")
+            gate.release.set()
         elif fault == "mid-snapshot":
             stack.spawn("vectors", "worker", "vectors")
         elif fault == "nats-restart":
-            assert index_count(stack, "crash") < n  # the restart lands mid-load
             stack.nats.stop()
+            gate.release.set()  # the loader now publishes into the outage and retries
             stack.nats.start()
         loader.join()
         if fault == "no-snapshots":
@@ -429,15 +451,17 @@ def test_embed_faults(tmp_path: Path, full: bool, rng: random.Random, fault: str
         poisoned = set(rng.sample(range(n), max(1, n // 100))) if fault != "kill-embed" else set()
         for i in poisoned:
             items[i]["text"] += " POISON"
-        add_texts(stack, "texts", items)
+        # kill-embed: only the first part is queued before the kill, so it lands mid-embed.
+        at = int(n * rng.uniform(0.2, 0.6)) if fault == "kill-embed" else n
+        add_texts(stack, "texts", items[:at])
         began = time.monotonic()
         if fault == "kill-embed":
-            at = int(n * rng.uniform(0.2, 0.6))
-            wait_until(lambda: index_count(stack, "texts") >= at, timeout=120, interval=0.05)
+            wait_until(lambda: index_count(stack, "texts") > 0, timeout=120, interval=0.05)
             assert index_count(stack, "texts") < n  # the kill lands mid-embed
             stack.kill("embed")
             began = time.monotonic()
             stack.spawn("embed", "worker", "embed")
+            add_texts(stack, "texts", items[at:])
         want = [it["id"] for i, it in enumerate(items) if i not in poisoned]
         wait_until(lambda: index_count(stack, "texts") == len(want), timeout=300, interval=0.1)
         took = time.monotonic() - began
