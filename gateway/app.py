@@ -17,10 +17,10 @@ from nats.aio.msg import Msg
 from gateway import errors
 from gateway.routes import catalog, health, ingest, sql, storage, vectors
 from lakehouse import __version__
-from lakehouse.bus import connect
-from lakehouse.config import Settings, load_settings, redact_url
-from lakehouse.errors import Unavailable
-from lakehouse.storage import Storage, open_storage
+from lakehouse.platform.bus import connect
+from lakehouse.platform.config import Settings, load_settings, redact_url
+from lakehouse.platform.errors import Unavailable
+from lakehouse.platform.storage import Storage, open_storage
 from schemas import subjects as S
 
 log = logging.getLogger("gateway")

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lakehouse.errors import Busy, LakehouseError
+from lakehouse.platform.errors import Busy, LakehouseError
 
 log = logging.getLogger("gateway.errors")
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from lakehouse.errors import BadRequest
+from lakehouse.platform.errors import BadRequest
 
 
 class _FilePart:

@@ -1,3 +1,3 @@
-from lakehouse.cli import main
+from lakehouse.ops.cli.main import main
 
 main()

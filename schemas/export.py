@@ -26,11 +26,19 @@ def json_schemas() -> dict[str, dict[str, object]]:
     return {name: model.model_json_schema() for name, model in models().items()}
 
 
-def main(argv: list[str]) -> int:
-    out = Path(argv[0] if argv else "schemas/json")
+def write_all(out: Path) -> list[Path]:
+    """Write ``<Model>.json`` for every message model into ``out``; the paths written."""
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, schema in json_schemas().items():
-        (out / f"{name}.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    write_all(Path(argv[0] if argv else "schemas/json"))
     return 0
 
 

@@ -11,6 +11,10 @@ PREFIX = "lakehouse"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
+# The worker kinds: each is a process type with its own queue group, health subject and
+# dead-letter subject (``workers/<kind>.py`` implements it).
+WORKER_KINDS: tuple[str, ...] = ("catalog", "embed", "ingest", "query", "vectors")
+
 # JetStream work queue: gateway, upstream -> ingest workers.
 INGEST_REQUESTS = f"{PREFIX}.ingest.requests"
 # Request/reply: ingest worker, gateway -> catalog worker.

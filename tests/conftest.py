@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lakehouse.config import Settings, child_env, load_settings
-from lakehouse.procs import REPO_ROOT, free_port
-from tests.support.servers import NatsServer, SeaweedS3, wait_until
+from lakehouse.devtools.servers import NatsServer, SeaweedS3, wait_until
+from lakehouse.platform.config import Settings, child_env, load_settings
+from lakehouse.platform.procs import REPO_ROOT, free_port
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lakehouse.procs import REPO_ROOT
+from lakehouse.platform.procs import REPO_ROOT
 
 
 def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "lakehouse", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "lakehouse", "bench", "--quick", "--out", str(out)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -6,9 +6,9 @@ import dataclasses
 
 import nats
 
-from lakehouse.bus import STREAMS, ConsumerSpec, provision
+from lakehouse.devtools.servers import NatsServer
+from lakehouse.platform.bus import STREAMS, ConsumerSpec, provision
 from schemas import subjects as S
-from tests.support.servers import NatsServer
 
 
 async def test_provision_is_idempotent_and_updates_changes(nats_server: NatsServer) -> None:

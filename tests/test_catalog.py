@@ -13,9 +13,9 @@ import httpx
 import nats
 import pytest
 
+from lakehouse.devtools.servers import eventually, wait_until
+from lakehouse.devtools.stack import Stack
 from schemas import subjects as S
-from tests.support.servers import eventually, wait_until
-from tests.support.stack import Stack
 
 CSV = b"id,name\n1,Alice\n2,Bob\n"
 

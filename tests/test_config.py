@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import child_env, load_settings, redact_url
-from lakehouse.logs import JsonFormatter
+from lakehouse.platform.config import child_env, load_settings, redact_url
+from lakehouse.platform.logs import JsonFormatter
 from schemas.export import json_schemas
 
 

@@ -24,13 +24,13 @@ import httpx
 import nats
 import pytest
 
-from lakehouse.gen import generate
-from lakehouse.vectors import encode, partition_of
-from lakehouse.verify import expected_index_digest
+from lakehouse.devtools.bench.data import clustered
+from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.servers import SeaweedS3, wait_until
+from lakehouse.devtools.stack import Stack, merged
+from lakehouse.ops.verify import expected_index_digest
+from lakehouse.vectors.indexes import encode, partition_of
 from tests.support.recovery import record
-from tests.support.servers import SeaweedS3, wait_until
-from tests.support.stack import Stack, merged
-from tests.support.vecdata import clustered
 
 SEED = 20261126
 DIM, PARTS = 32, 4

@@ -14,8 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import csv2parquet
-from lakehouse.csv2parquet import Column, Converted, CsvError, convert, fingerprint
+from lakehouse.tables import csv2parquet
+from lakehouse.tables.csv2parquet import Column, Converted, CsvError, convert, fingerprint
 
 
 def run(tmp_path: Path, data: str | bytes, **kw: Any) -> tuple[Converted, dict[str, list[Any]]]:

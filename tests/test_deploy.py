@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 from typer.main import get_command
 
-from lakehouse.cli import app
-from lakehouse.procs import REPO_ROOT
+from lakehouse.ops.cli import app
+from lakehouse.platform.procs import REPO_ROOT
 from workers import KINDS
 
 COMPOSE = REPO_ROOT / "deploy" / "compose.yaml"

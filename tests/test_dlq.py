@@ -12,8 +12,8 @@ import httpx
 import nats
 import pytest
 
-from tests.support.servers import wait_until
-from tests.support.stack import Stack
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Stack
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from lakehouse.config import Settings
-from tests.support.servers import SeaweedS3
+from lakehouse.devtools.servers import SeaweedS3
+from lakehouse.platform.config import Settings
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.gen import COLUMNS, MIDWEST, ROLES, generate, iter_rows
+from lakehouse.devtools.datagen import COLUMNS, MIDWEST, ROLES, generate, iter_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_ROLES = [
@@ -46,7 +46,7 @@ def test_deterministic_across_hash_seeds(tmp_path: Path) -> None:
     """No dependence on set/dict hash order: another process with another PYTHONHASHSEED."""
     generate(tmp_path / "here.csv", 300, seed=3)
     code = (
-        "import sys; from pathlib import Path; from lakehouse.gen import generate; "
+        "import sys; from pathlib import Path; from lakehouse.devtools.datagen import generate; "
         "generate(Path(sys.argv[1]), 300, seed=3)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lakehouse.config import Settings
-from lakehouse.procs import free_port
+from lakehouse.devtools.servers import NatsServer, SeaweedS3, eventually
+from lakehouse.platform.config import Settings
+from lakehouse.platform.procs import free_port
 from tests.conftest import Proc, unique
-from tests.support.servers import NatsServer, SeaweedS3, eventually
 
 PROBE = "tests.support.probe:ProbeWorker"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lakehouse.hnsw import Partition
-from lakehouse.vectors import Batch
+from lakehouse.devtools.bench.data import clustered
+from lakehouse.vectors.indexes import Batch
+from lakehouse.vectors.partition import Partition
 from schemas.vectors import IndexSpec
-from tests.support.vecdata import clustered
 
 
 @pytest.mark.parametrize("mirror", [False, True])

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lakehouse.gen import generate
-from tests.support.servers import wait_until
-from tests.support.stack import Stack
-from tests.support.vecdata import clustered
+from lakehouse.devtools.bench.data import clustered
+from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Stack
 
 ALL = ("catalog", "ingest", "query", "embed", "vectors")
 

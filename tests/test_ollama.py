@@ -15,11 +15,11 @@ import nats
 import numpy as np
 import pytest
 
-from lakehouse.procs import free_port
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Stack
+from lakehouse.platform.procs import free_port
 from schemas import subjects as S
 from schemas.messages import DeadLetter
-from tests.support.servers import wait_until
-from tests.support.stack import Stack
 
 DIM = 8
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Stack
 from schemas.catalog import dataset_id
-from tests.support.servers import wait_until
-from tests.support.stack import Stack
 
 FIVE = (
     b"id,name,salary,active,score\n1,Alice,100,true,1.5\n2,Bob,200,FALSE,2.5\n"

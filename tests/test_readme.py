@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from lakehouse.config import Settings
-from lakehouse.procs import REPO_ROOT
-from tests.support.servers import wait_until
-from tests.support.stack import Stack
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Stack
+from lakehouse.platform.config import Settings
+from lakehouse.platform.procs import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 

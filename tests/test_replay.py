@@ -12,11 +12,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lakehouse.hnsw import Partition
-from lakehouse.verify import CHECKSUM_SQL
+from lakehouse.devtools.bench.data import clustered
+from lakehouse.devtools.stack import Stack
+from lakehouse.ops.verify import CHECKSUM_SQL
+from lakehouse.vectors.partition import Partition
 from schemas.vectors import IndexSpec
-from tests.support.stack import Stack
-from tests.support.vecdata import clustered
 from tests.test_vector_recovery import load
 
 DIM, N, PARTS = 32, 6_000, 3

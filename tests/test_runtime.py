@@ -12,14 +12,14 @@ from pathlib import Path
 import nats
 import pytest
 
-from lakehouse.bus import STREAMS, StreamSpec, provision
-from lakehouse.config import Settings
-from lakehouse.runtime import Runtime
+from lakehouse.devtools.servers import NatsServer, eventually
+from lakehouse.platform.bus import STREAMS, StreamSpec, provision
+from lakehouse.platform.config import Settings
+from lakehouse.platform.runtime import Runtime
 from schemas import subjects as S
 from schemas.messages import DeadLetter
 from tests.conftest import Proc, unique
 from tests.support.probe import ProbeWorker
-from tests.support.servers import NatsServer, eventually
 
 PROBE = "tests.support.probe:ProbeWorker"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import Settings
-from lakehouse.errors import BadRequest, NotFound, TooLarge
-from lakehouse.storage import Storage, open_storage, validate_key
-from tests.support.servers import SeaweedS3
+from lakehouse.devtools.servers import SeaweedS3
+from lakehouse.platform.config import Settings
+from lakehouse.platform.errors import BadRequest, NotFound, TooLarge
+from lakehouse.platform.storage import Storage, open_storage, validate_key
 
 BAD_KEYS = [
     "",

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from lakehouse.procs import REPO_ROOT, free_port
+from lakehouse.devtools.servers import eventually
+from lakehouse.platform.procs import REPO_ROOT, free_port
 from tests.conftest import unique
-from tests.support.servers import eventually
 from workers import KINDS
 
 PROBE = "tests.support.probe:ProbeWorker"

@@ -15,10 +15,10 @@ import nats
 import numpy as np
 import pytest
 
-from lakehouse.vectors import encode, partition_of
-from tests.support.servers import eventually
-from tests.support.stack import Stack
-from tests.support.vecdata import clustered
+from lakehouse.devtools.bench.data import clustered
+from lakehouse.devtools.servers import eventually
+from lakehouse.devtools.stack import Stack
+from lakehouse.vectors.indexes import encode, partition_of
 
 DIM, N, PARTS = 32, 50_000, 4
 

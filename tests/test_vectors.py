@@ -13,11 +13,11 @@ import nats
 import numpy as np
 import pytest
 
-from lakehouse.gen import iter_rows
-from lakehouse.vectors import encode, partition_of
-from tests.support.servers import eventually, wait_until
-from tests.support.stack import Stack
-from tests.support.vecdata import clustered, exact_topk, recall
+from lakehouse.devtools.bench.data import clustered, exact_topk, recall
+from lakehouse.devtools.datagen import iter_rows
+from lakehouse.devtools.servers import eventually, wait_until
+from lakehouse.devtools.stack import Stack
+from lakehouse.vectors.indexes import encode, partition_of
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,19 @@
-"""Worker kinds. Each kind is one module holding a :class:`lakehouse.runtime.Worker`.
+"""Worker kinds: one module per kind, holding a :class:`lakehouse.platform.runtime.Worker`
+(handlers and their state only; the mechanics live in ``lakehouse.platform``).
 
-``KINDS`` maps the kind name to ``module:Class``; ``lakehouse worker NAME`` and
-``lakehouse up`` start them. A ``module:Class`` path is accepted too (tests use it).
+May import ``lakehouse.platform``, ``lakehouse.tables``, ``lakehouse.vectors`` and ``schemas``;
+nothing imports ``workers`` but the CLI that starts them (the gateway never does).
+
+``KINDS`` maps each kind of the contract (``schemas.subjects.WORKER_KINDS``) to
+``module:Class``; ``lakehouse worker NAME`` and ``lakehouse up`` start them. A
+``module:Class`` path is accepted too (tests use it).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from lakehouse.runtime import Worker
+from lakehouse.platform.runtime import Worker
 
 KINDS: dict[str, str] = {
     "catalog": "workers.catalog:CatalogWorker",

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from lakehouse import catalog, faults, gc
-from lakehouse.errors import BadRequest, Conflict, NotFound, Unavailable
-from lakehouse.rpc import parse
-from lakehouse.runtime import Serve, Worker
+from lakehouse.platform import faults
+from lakehouse.platform.errors import BadRequest, Conflict, NotFound, Unavailable
+from lakehouse.platform.rpc import parse
+from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.tables import catalog, gc
 from schemas import subjects as S
 from schemas.catalog import (
     CatalogEvent,

@@ -16,13 +16,13 @@ from collections import OrderedDict
 import numpy as np
 from nats.aio.msg import Msg
 
-from lakehouse import faults
-from lakehouse.bus import ConsumerSpec
-from lakehouse.embedding import Provider, load_provider
-from lakehouse.errors import Permanent, RetryLater, Unavailable
-from lakehouse.rpc import parse
-from lakehouse.runtime import Consume, Serve, Worker
-from lakehouse.vectors import encode, get_index, partition_of
+from lakehouse.platform import faults
+from lakehouse.platform.bus import ConsumerSpec
+from lakehouse.platform.errors import Permanent, RetryLater, Unavailable
+from lakehouse.platform.rpc import parse
+from lakehouse.platform.runtime import Consume, Serve, Worker
+from lakehouse.vectors.embedding import Provider, load_provider
+from lakehouse.vectors.indexes import encode, get_index, partition_of
 from schemas import subjects as S
 from schemas.vectors import EmbedRequest, EmbedText
 

@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from lakehouse.bus import ConsumerSpec
-from lakehouse.csv2parquet import Converted, CsvError, convert
-from lakehouse.embedding import model_dim
-from lakehouse.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
-from lakehouse.rpc import call
-from lakehouse.runtime import Consume, Worker
-from lakehouse.vectors import create_index, get_index
+from lakehouse.platform.bus import ConsumerSpec
+from lakehouse.platform.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
+from lakehouse.platform.rpc import call
+from lakehouse.platform.runtime import Consume, Worker
+from lakehouse.tables.csv2parquet import Converted, CsvError, convert
+from lakehouse.vectors.embedding import model_dim
+from lakehouse.vectors.indexes import create_index, get_index
 from schemas import subjects as S
 from schemas.catalog import ColumnSpec, ObjectRef, RegisterReply, RegisterRequest
 from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobError, JobStatus

@@ -20,11 +20,11 @@ import pyarrow as pa
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from lakehouse.errors import BadRequest, Forbidden, LakehouseError, Timeout
-from lakehouse.rpc import parse
-from lakehouse.runtime import Serve, Worker
-from lakehouse.sqljson import table_rows
-from lakehouse.views import ident, literal, view_sql
+from lakehouse.platform.errors import BadRequest, Forbidden, LakehouseError, Timeout
+from lakehouse.platform.rpc import parse
+from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.tables.sqljson import table_rows
+from lakehouse.tables.views import ident, literal, view_sql
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
 from schemas.query import SqlRequest

@@ -29,14 +29,13 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lakehouse import faults
-from lakehouse.errors import BadRequest, NotFound
-from lakehouse.hnsw import Partition
-from lakehouse.leases import Leases
-from lakehouse.replay import ids_digest
-from lakehouse.rpc import parse
-from lakehouse.runtime import Serve, Worker
-from lakehouse.vectors import decode, list_indexes
+from lakehouse.platform import faults
+from lakehouse.platform.errors import BadRequest, NotFound
+from lakehouse.platform.leases import Leases
+from lakehouse.platform.rpc import parse
+from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.vectors.indexes import decode, ids_digest, list_indexes
+from lakehouse.vectors.partition import Partition
 from schemas import subjects as S
 from schemas.vectors import QUERY_HEADER, Hit, IndexSpec, PartitionReply, SearchRequest
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from gateway.routes import state
-from lakehouse.rpc import call
+from lakehouse.platform.rpc import call
 from schemas import subjects as S
 from schemas.catalog import NameRequest, RegisterReply, RegisterRequest
 

@@ -13,10 +13,9 @@ from pydantic import ValidationError
 
 from gateway.routes import state
 from lakehouse import __version__
-from lakehouse.config import redact_url
+from lakehouse.platform.config import redact_url
 from schemas import subjects as S
 from schemas.messages import HealthReply
-from workers import KINDS
 
 if TYPE_CHECKING:
     from gateway.app import State
@@ -81,12 +80,14 @@ async def health(st: State = Depends(state)) -> JSONResponse:
         }
         return JSONResponse(body, 503)
     replies = await gather_replies(st, st.settings.gateway.health_timeout)
-    workers: dict[str, dict[str, Any]] = {k: {"replicas": 0, "instances": []} for k in KINDS}
+    workers: dict[str, dict[str, Any]] = {
+        k: {"replicas": 0, "instances": []} for k in S.WORKER_KINDS
+    }
     for r in sorted(replies, key=lambda r: r.instance):
         entry = workers.setdefault(r.kind, {"replicas": 0, "instances": []})
         entry["replicas"] += 1
         entry["instances"].append(r.model_dump(mode="json", exclude={"v", "kind"}))
-    ok = all(w["replicas"] > 0 for k, w in workers.items() if k in KINDS)
+    ok = all(w["replicas"] > 0 for k, w in workers.items() if k in S.WORKER_KINDS)
     body = {
         "status": "ok" if ok else "degraded",
         "gateway": gateway,

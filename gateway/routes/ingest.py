@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 
 from gateway.routes import state
 from gateway.uploads import upload_body
-from lakehouse.errors import BadRequest, LakehouseError, NotFound, TooLarge
+from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
 from schemas import subjects as S
 from schemas.catalog import Mode
 from schemas.ingest import AutoEmbed, IngestRequest, JobStatus

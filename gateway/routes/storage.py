@@ -14,8 +14,8 @@ from fastapi.responses import StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
 from gateway.routes import state
-from lakehouse.errors import BadRequest, Busy, TooLarge
-from lakehouse.storage import LIST_LIMIT, ObjectInfo, validate_key
+from lakehouse.platform.errors import BadRequest, Busy, TooLarge
+from lakehouse.platform.storage import LIST_LIMIT, ObjectInfo, validate_key
 
 if TYPE_CHECKING:
     from gateway.app import State

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gateway.routes import state
-from lakehouse.errors import BadRequest, NotFound
-from lakehouse.rpc import call, scatter
-from lakehouse.vectors import (
+from lakehouse.platform.errors import BadRequest, NotFound
+from lakehouse.platform.rpc import call, scatter
+from lakehouse.vectors.indexes import (
     batch_msg_id,
     create_index,
     encode,

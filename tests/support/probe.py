@@ -14,9 +14,9 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from lakehouse.bus import ConsumerSpec, StreamSpec
-from lakehouse.errors import Permanent
-from lakehouse.runtime import Consume, Worker
+from lakehouse.platform.bus import ConsumerSpec, StreamSpec
+from lakehouse.platform.errors import Permanent
+from lakehouse.platform.runtime import Consume, Worker
 
 
 def stream_name() -> str:

@@ -1,0 +1,104 @@
+"""Run the workloads and print one table: workload, ours, floor, ratio, the seed's figure."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from lakehouse.devtools.bench import workloads as W
+from lakehouse.devtools.bench.stack import BenchStack
+from lakehouse.devtools.datagen import generate
+
+WORKLOADS = ("ingest", "sql", "vectors", "texts", "auto-embed")
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def table(rows: list[W.Row]) -> str:
+    lines = ["| workload | ours | floor | ratio | seed | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+        lines.append(
+            f"| {r.workload} | {fmt(r.ours)} | {fmt(r.floor)} | {ratio} | {r.seed} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def run(
+    rows: int,
+    vectors: int,
+    dim: int,
+    texts: int,
+    embed_rows: int,
+    sql_runs: int,
+    json_out: Path | None,
+    only: set[str] | None = None,
+    *,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """``only``: a subset of WORKLOADS to run (default: all). The table goes to stdout (to
+    stderr when ``quiet``); returns the header and rows, also written to ``json_out``."""
+    started = time.monotonic()
+    stream = sys.stderr if quiet else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    out: list[W.Row] = []
+    with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
+        work = Path(tmp)
+        csv = work / "workers.csv"
+        tabular = want("ingest") or want("sql")  # SQL runs on the ingested dataset
+        if tabular:
+            size = generate(csv, rows, seed=42)
+            say(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)")
+        stack = BenchStack(work / "stack").start()
+        try:
+            if tabular:
+                rows_ingest, parquet = W.ingest(stack, csv, rows, work)
+                out += rows_ingest if want("ingest") else []
+                if want("sql"):
+                    out += W.sql(stack, parquet, rows, sql_runs)
+                say(table(out))
+            if want("vectors"):
+                out += W.vectors(stack, vectors, dim)
+                say(table(out[-4:]))
+            if want("texts"):
+                out += W.texts(stack, texts)
+            if want("auto-embed"):
+                sub = work / "subset.csv"
+                generate(sub, embed_rows, seed=7)
+                out += W.auto_embed(stack, sub, embed_rows)
+        finally:
+            stack.stop()
+    report = table(out)
+    header = (
+        f"{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {psutil.cpu_count()} cores · "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB · rows {rows:,} · "
+        f"vectors {vectors:,}×{dim} · texts {texts:,} · auto-embed {embed_rows:,} · "
+        f"{time.monotonic() - started:.0f} s"
+        + (f" · only {','.join(sorted(only))}" if only else "")
+    )
+    say(f"\n{header}\n\n{report}")
+    result = {"header": header, "rows": [{**asdict(r), "ratio": r.ratio} for r in out]}
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,176 @@
+"""Real servers for tests: nats-server (JetStream) and SeaweedFS S3, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lakehouse.platform.procs import find_binary, free_port, nats_server_argv, port_open
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Bounded poll: return the first truthy value of predicate() or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class NatsServer:
+    store_dir: Path
+    port: int = field(default_factory=free_port)
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        argv = [*nats_server_argv(self.port, self.store_dir), *self.extra]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open("127.0.0.1", self.port), what="nats-server to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class SeaweedS3:
+    root: Path
+    access_key: str = "lakehouse-test"
+    secret_key: str = "lakehouse-test-secret"
+    s3_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    ports: list[int] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def start(self) -> SeaweedS3:
+        # weed also listens on each port + 10000 (gRPC): pick ports where both are free.
+        self.ports = []
+        while len(self.ports) < 4:
+            p = free_port(avoid_plus=10000)
+            if p not in self.ports:
+                self.ports.append(p)
+        master, volume, filer, self.s3_port = self.ports
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "GOMEMLIMIT": "256MiB",
+        }
+        argv = [
+            find_binary("weed"),
+            "mini",
+            f"-dir={self.root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-s3.port={self.s3_port}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+        ]
+        log = (self.root / "weed.log").open("wb")
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+        )
+        wait_until(self._ready, timeout=60, interval=0.2, what="SeaweedFS S3 to accept requests")
+        return self
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def _ready(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise RuntimeError(f"weed exited early; see {self.root / 'weed.log'}")
+        if not port_open("127.0.0.1", self.s3_port):
+            return False
+        try:
+            c = self.client()
+            c.create_bucket(Bucket="readiness-probe")
+            c.put_object(Bucket="readiness-probe", Key="ok", Body=b"1")
+            return True
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for p in self.ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*{p}.sock"):
+                sock.unlink(missing_ok=True)
+            for sock in Path("/tmp").glob(f"seaweedfs-*{p + 10000}.sock"):
+                sock.unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def eventually(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Async bounded poll; ``predicate`` may return a value or an awaitable."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,84 @@
+"""Developer verbs: ``gen-workers``, ``bench``, ``schemas``."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lakehouse.ops.cli.options import JsonOpt, emit_json, fail
+
+
+def gen_workers(
+    rows: Annotated[int, typer.Option(help="Rows to generate.")] = 500_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 42,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output CSV path.")] = Path(
+        "workers.csv"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a deterministic staffing CSV (18 columns, multi-line resumes)."""
+    from lakehouse.devtools.datagen import generate
+
+    try:
+        size = generate(out, rows, seed)
+    except OSError as exc:
+        fail(f"{out}: {exc.strerror or exc}")
+    if json_out:
+        emit_json({"rows": rows, "bytes": size, "path": str(out)})
+        return
+    typer.echo(f"wrote {rows} rows, {size / (1 << 20):.1f} MiB to {out}")
+
+
+def bench(
+    rows: Annotated[int, typer.Option(help="CSV rows to ingest.")] = 500_000,
+    vectors: Annotated[int, typer.Option(help="Precomputed vectors to load.")] = 500_000,
+    dim: Annotated[int, typer.Option(help="Vector dimension.")] = 768,
+    texts: Annotated[int, typer.Option(help="Texts for the embedding workload.")] = 2_000,
+    embed_rows: Annotated[int, typer.Option(help="Rows for auto-embed end to end.")] = 10_000,
+    sql_runs: Annotated[int, typer.Option(help="Runs per SQL query after warm-up.")] = 30,
+    quick: Annotated[
+        bool, typer.Option(help="CI size: 20K rows, 20K×128 vectors, 200 texts.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated subset: ingest, sql, vectors, texts, auto-embed."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run every workload next to its floor in the same run and print one table (with --json
+    the table goes to stderr and the results to stdout)."""
+    from lakehouse.devtools.bench.run import WORKLOADS, run
+
+    chosen = {w.strip() for w in only.split(",") if w.strip()} if only else None
+    unknown = (chosen or set()) - set(WORKLOADS)
+    if unknown:
+        fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
+    if quick:
+        rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
+    result = run(rows, vectors, dim, texts, embed_rows, sql_runs, out, chosen, quiet=json_out)
+    if json_out:
+        emit_json(result)
+
+
+def schemas(
+    out: Annotated[Path, typer.Argument(help="Directory to write into.")] = Path("schemas/json"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the contract to OUT: the JSON Schema of every message and the AsyncAPI document."""
+    from schemas.export import write_all
+
+    try:
+        written = write_all(out)
+    except OSError as exc:
+        fail(f"{out}: {exc.strerror or exc}")
+    if json_out:
+        emit_json({"written": [str(p) for p in written]})
+        return
+    typer.echo(f"wrote {len(written)} file(s) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gen-workers")(gen_workers)
+    app.command()(bench)
+    app.command()(schemas)

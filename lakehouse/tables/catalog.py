@@ -1,0 +1,142 @@
+"""Reading and writing the catalog stream (``LAKEHOUSE_CATALOG``), the source of truth.
+
+Each dataset's events live on ``lakehouse.catalog.events.<name>``; its current state is the
+last event on that subject. Writers publish with ``Nats-Expected-Last-Subject-Sequence`` so
+two concurrent changes of one dataset cannot both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+
+from lakehouse.platform.storage import Storage
+from schemas import subjects as S
+from schemas.catalog import CatalogEvent, Manifest
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream error code: expected last subject sequence mismatch
+
+
+class SequenceConflict(Exception):
+    """Another writer changed the dataset first; re-read and try again."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    event: CatalogEvent
+    seq: int
+
+
+async def last_event(js: JetStreamContext, name: str) -> Entry | None:
+    try:
+        msg = await js.get_last_msg(S.STREAM_CATALOG, S.catalog_events(name))
+    except NotFoundError:
+        return None
+    return Entry(CatalogEvent.model_validate_json(msg.data or b"{}"), msg.seq or 0)
+
+
+async def dataset_names(js: JetStreamContext) -> list[str]:
+    info = await js.stream_info(
+        S.STREAM_CATALOG, subjects_filter=S.all_under(S.CATALOG_EVENTS_PREFIX)
+    )
+    prefix = S.CATALOG_EVENTS_PREFIX + "."
+    return sorted(s[len(prefix) :] for s in (info.state.subjects or {}))
+
+
+async def current(js: JetStreamContext) -> dict[str, Entry]:
+    """The last event of every dataset (tombstones included), by name."""
+    out: dict[str, Entry] = {}
+    for name in await dataset_names(js):
+        entry = await last_event(js, name)
+        if entry is not None:
+            out[name] = entry
+    return out
+
+
+async def history(js: JetStreamContext, name: str) -> list[Entry]:
+    """Every event of one dataset, oldest first."""
+    out: list[Entry] = []
+    seq = 1
+    subject = S.catalog_events(name)
+    while True:
+        try:
+            msg = await js.get_msg(S.STREAM_CATALOG, seq, subject=subject, next=True)
+        except NotFoundError:
+            return out
+        out.append(Entry(CatalogEvent.model_validate_json(msg.data or b"{}"), msg.seq or 0))
+        seq = (msg.seq or seq) + 1
+
+
+async def publish(js: JetStreamContext, event: CatalogEvent, expected_last_seq: int) -> int:
+    """Append ``event`` if the dataset's last sequence is still ``expected_last_seq``."""
+    headers = {
+        "Nats-Msg-Id": f"catalog-{event.name}-{event.revision}",
+        "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
+    }
+    try:
+        ack = await js.publish(
+            S.catalog_events(event.name), event.model_dump_json().encode(), headers=headers
+        )
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise SequenceConflict(event.name) from None
+        raise
+    if ack.duplicate:
+        # The same revision was already written (by us, before a crash, or by a racing
+        # replica with identical content): treat as a conflict so the caller re-reads.
+        raise SequenceConflict(event.name)
+    return ack.seq
+
+
+# ---- manifests as Parquet under _catalog/ (for restore after a NATS store loss) ----------
+MANIFEST_PREFIX = "_catalog/manifests/"
+
+
+def manifest_key(name: str) -> str:
+    return f"{MANIFEST_PREFIX}{name}.parquet"
+
+
+def manifest_to_parquet(manifest: Manifest) -> bytes:
+    table = pa.Table.from_pylist([manifest.model_dump(mode="python")])
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def manifest_from_parquet(data: bytes) -> Manifest:
+    [row] = pq.read_table(pa.BufferReader(data)).to_pylist()
+    return Manifest.model_validate(row)
+
+
+async def save_manifest(storage: Storage, manifest: Manifest) -> None:
+    await storage.put_bytes(manifest_key(manifest.name), manifest_to_parquet(manifest))
+
+
+async def load_manifests(storage: Storage) -> list[Manifest]:
+    listing = await storage.list(MANIFEST_PREFIX)
+    return [manifest_from_parquet(await storage.get_bytes(o.key)) for o in listing.objects]
+
+
+async def restore(js: JetStreamContext, storage: Storage) -> list[str]:
+    """Rebuild the catalog stream from the ``_catalog/`` mirror (after a NATS store loss).
+
+    A dataset whose stream history is at or past the mirrored revision is left alone."""
+    restored = []
+    for manifest in await load_manifests(storage):
+        entry = await last_event(js, manifest.name)
+        if entry is not None and entry.event.revision >= manifest.revision:
+            continue
+        event = CatalogEvent(
+            type="registered",
+            name=manifest.name,
+            revision=manifest.revision,
+            at=manifest.updated_at,
+            manifest=manifest,
+        )
+        await publish(js, event, entry.seq if entry else 0)
+        restored.append(manifest.name)
+    return restored

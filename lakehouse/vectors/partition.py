@@ -1,0 +1,343 @@
+"""One HNSW partition: hnswlib index + string ids + metadata + the stream sequence it covers.
+
+hnswlib's ``add_items`` is safe alongside other adds but not alongside ``knn_query``, and
+``resize_index`` is safe with neither: writes take the write side of a reader/writer lock in
+small chunks (so searches interleave during a load), searches take the read side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lakehouse.vectors.indexes import Batch
+from schemas.vectors import IndexSpec
+
+SPACES = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def _grown(a: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class Partition:
+    def __init__(
+        self,
+        spec: IndexSpec,
+        number: int,
+        *,
+        threads: int = 0,
+        capacity: int = 1024,
+        mirror: bool = False,
+    ):
+        self.spec = spec
+        self.number = number
+        self.threads = threads or os.cpu_count() or 1
+        self.index = hnswlib.Index(space=SPACES[spec.metric], dim=spec.dim)
+        self.index.init_index(max_elements=capacity, M=spec.M, ef_construction=spec.ef_construction)
+        self.index.set_ef(spec.ef_search)
+        self.labels: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.meta: dict[int, dict[str, Any] | None] = {}
+        self.deleted: set[int] = set()
+        self.covered_seq = 0
+        self.changes = 0  # since the last snapshot
+        self.lock = RWLock()
+        # Optionally an int8 copy of every vector (+ its scale and squared norm): approximate
+        # scores of a filtered subset without copying float vectors out of the graph, for
+        # dim + 8 bytes per vector. Off by default; the exact path then reads the subset's
+        # float vectors from hnswlib.
+        self.mirror = mirror
+        if not mirror:
+            capacity = 0
+        self.q8 = np.zeros((capacity, spec.dim), dtype=np.int8)
+        self.qscale = np.zeros(capacity, dtype=np.float32)
+        self.sqnorm = np.zeros(capacity, dtype=np.float32)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids) - len(self.deleted)
+
+    def live_ids(self) -> list[str]:
+        with self.lock.read():
+            return [item for label, item in enumerate(self.ids) if label not in self.deleted]
+
+    def memory_bytes(self) -> int:
+        """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
+        per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
+        mirror = self.q8.nbytes + self.qscale.nbytes + self.sqnorm.nbytes
+        return int(self.index.get_max_elements() * per * 1.1 + mirror + len(self.ids) * 120)
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        if self.spec.metric == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            return (vectors / norms).astype(np.float32)
+        return vectors.astype(np.float32, copy=False)
+
+    def _mirror(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.mirror:
+            return
+        if len(self.q8) < self.index.get_max_elements():
+            # np.zeros maps fresh zero pages lazily: only the rows copied or written later
+            # become resident, so spare capacity costs address space, not memory.
+            self.q8 = _grown(self.q8, self.index.get_max_elements())
+            self.qscale = _grown(self.qscale, self.index.get_max_elements())
+            self.sqnorm = _grown(self.sqnorm, self.index.get_max_elements())
+        v = self._prepare(vectors)
+        scale = np.abs(v).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        self.q8[labels] = np.rint(v / scale[:, None]).astype(np.int8)
+        self.qscale[labels] = scale
+        self.sqnorm[labels] = (v * v).sum(axis=1)
+
+    def apply(self, batch: Batch, seq: int, chunk: int = 2048) -> None:
+        """Apply one batch (blocking). Upsert: an existing id keeps its label, gets the new
+        vector and metadata. Delete: marked deleted; a later upsert revives it."""
+        last: dict[str, int] = {}
+        for i, item_id in enumerate(batch.ids):
+            last[item_id] = i  # the last op per id in a batch wins
+        ups = [i for i in sorted(last.values()) if batch.ops[i] != "delete"]
+        dels = [i for i in sorted(last.values()) if batch.ops[i] == "delete"]
+        if ups:
+            labels = np.empty(len(ups), dtype=np.int64)
+            for j, i in enumerate(ups):
+                item_id = batch.ids[i]
+                label = self.labels.get(item_id)
+                if label is None:
+                    label = len(self.ids)
+                    self.ids.append(item_id)
+                    self.labels[item_id] = label
+                labels[j] = label
+            vectors = batch.vectors[ups]
+            with self.lock.write():
+                needed = len(self.ids)
+                if needed > self.index.get_max_elements():
+                    grown = int(self.index.get_max_elements() * 1.5)
+                    self.index.resize_index(max(needed, grown))
+                revive = [int(lab) for lab in labels if int(lab) in self.deleted]
+                for lab in revive:
+                    self.index.unmark_deleted(lab)
+                    self.deleted.discard(lab)
+            for start in range(0, len(ups), chunk):
+                with self.lock.write():
+                    self.index.add_items(
+                        vectors[start : start + chunk],
+                        labels[start : start + chunk],
+                        num_threads=self.threads,
+                    )
+                    self._mirror(labels[start : start + chunk], vectors[start : start + chunk])
+            for j, i in enumerate(ups):
+                if batch.metadata[i] is None:
+                    self.meta.pop(int(labels[j]), None)  # only items with metadata cost a slot
+                else:
+                    self.meta[int(labels[j])] = batch.metadata[i]
+        if dels:
+            with self.lock.write():
+                for i in dels:
+                    label = self.labels.get(batch.ids[i])
+                    if label is not None and label not in self.deleted:
+                        self.index.mark_deleted(label)
+                        self.deleted.add(label)
+                        self.meta.pop(label, None)
+        self.covered_seq = max(self.covered_seq, seq)
+        self.changes += len(last)
+
+    def search(
+        self, query: np.ndarray, k: int, ef: int | None = None
+    ) -> list[tuple[str, float, Any]]:
+        with self.lock.read():
+            live = self.count
+            if live == 0:
+                return []
+            k = min(k, live)
+            ef = max(ef or self.spec.ef_search, k)
+            if ef != self.index.ef:
+                self.index.set_ef(ef)
+            while True:
+                try:
+                    labels, dists = self.index.knn_query(query.reshape(1, -1), k=k, num_threads=1)
+                    break
+                except RuntimeError:  # too many deleted neighbours for this ef/k
+                    if k == 1:
+                        return []
+                    k = max(1, k // 2)
+        return [
+            (self.ids[int(lab)], float(d), self.meta.get(int(lab)))
+            for lab, d in zip(labels[0], dists[0], strict=True)
+        ]
+
+    def _distances(self, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        if self.spec.metric == "l2":
+            diff = vectors - query
+            return (diff * diff).sum(axis=1)
+        return np.asarray(1.0 - vectors @ query)
+
+    def search_subset(
+        self,
+        query: np.ndarray,
+        ids: list[str],
+        k: int,
+        *,
+        exact_max: int = 20_000,
+        ef: int | None = None,
+    ) -> list[tuple[str, float, Any]]:
+        """Top-k among ``ids`` only (a resolved filter). Small sets are scored exactly: int8
+        scores over the set, then the best 4k re-ranked with the stored float vectors. Large
+        sets use hnswlib's filter callback with a beam widened by the selectivity."""
+        with self.lock.read():
+            labels = np.fromiter(
+                (
+                    lab
+                    for i in ids
+                    if (lab := self.labels.get(i)) is not None and lab not in self.deleted
+                ),
+                dtype=np.int64,
+            )
+            if labels.size == 0:
+                return []
+            k = min(k, labels.size)
+            q = self._prepare(query.reshape(1, -1))[0]
+            if labels.size <= exact_max and not self.mirror:
+                exact = np.empty(labels.size, dtype=np.float32)
+                for start in range(0, labels.size, 4096):
+                    part = labels[start : start + 4096]
+                    vecs = self.index.get_items(part, return_type="numpy")
+                    exact[start : start + 4096] = self._distances(q, vecs)
+                order = np.argsort(exact)[:k]
+                pairs = [(int(labels[i]), float(exact[i])) for i in order]
+            elif labels.size <= exact_max:
+                approx = np.empty(labels.size, dtype=np.float32)
+                for start in range(0, labels.size, 4096):
+                    part = labels[start : start + 4096]
+                    dots = (self.q8[part].astype(np.float32) @ q) * self.qscale[part]
+                    if self.spec.metric == "l2":
+                        approx[start : start + 4096] = self.sqnorm[part] - 2 * dots + q @ q
+                    else:
+                        approx[start : start + 4096] = 1.0 - dots
+                m = min(labels.size, max(4 * k, 32))
+                cand = labels[np.argpartition(approx, m - 1)[:m]] if m < labels.size else labels
+                exact = self._distances(q, self.index.get_items(cand, return_type="numpy"))
+                order = np.argsort(exact)[:k]
+                pairs = [(int(cand[i]), float(exact[i])) for i in order]
+            else:
+                allowed = set(labels.tolist())
+                share = labels.size / max(1, len(self.ids))
+                beam = int(min(4096, max(ef or self.spec.ef_search, k) / max(share, 1e-3)))
+                if beam != self.index.ef:
+                    self.index.set_ef(beam)
+                found, dists = self.index.knn_query(
+                    query.reshape(1, -1), k=k, num_threads=1, filter=lambda lab: lab in allowed
+                )
+                pairs = [(int(a), float(b)) for a, b in zip(found[0], dists[0], strict=True)]
+            return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
+
+    # ---- snapshots ---------------------------------------------------------------------
+    def save(self, directory: Path) -> tuple[Path, Path]:
+        """Write the graph and the id/metadata table; returns their paths."""
+        graph, table = directory / "index.hnsw", directory / "ids.parquet"
+        with self.lock.read():
+            self.index.save_index(str(graph))
+            ids = list(self.ids)
+            deleted = [i in self.deleted for i in range(len(ids))]
+            meta = [
+                None if self.meta.get(i) is None else json.dumps(self.meta[i])
+                for i in range(len(ids))
+            ]
+            seq = self.covered_seq
+        pq.write_table(
+            pa.table({"id": ids, "deleted": deleted, "metadata": meta}).replace_schema_metadata(
+                {"covered_seq": str(seq)}
+            ),
+            table,
+        )
+        return graph, table
+
+    @classmethod
+    def load(
+        cls,
+        spec: IndexSpec,
+        number: int,
+        graph: Path,
+        table: Path,
+        *,
+        threads: int = 0,
+        mirror: bool = False,
+    ) -> Partition:
+        part = cls(spec, number, threads=threads, capacity=1, mirror=mirror)
+        part.index = hnswlib.Index(space=SPACES[spec.metric], dim=spec.dim)
+        t = pq.read_table(table)
+        part.covered_seq = int((t.schema.metadata or {}).get(b"covered_seq", b"0"))
+        part.ids = t.column("id").to_pylist()
+        part.labels = {item_id: i for i, item_id in enumerate(part.ids)}
+        part.deleted = {i for i, d in enumerate(t.column("deleted").to_pylist()) if d}
+        part.meta = {
+            i: json.loads(m)
+            for i, m in enumerate(t.column("metadata").to_pylist())
+            if m is not None and i not in part.deleted
+        }
+        part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
+        part.index.set_ef(spec.ef_search)
+        part.q8 = np.zeros((0, spec.dim), np.int8)
+        part.qscale = np.zeros(0, np.float32)
+        part.sqnorm = np.zeros(0, np.float32)
+        if not mirror:
+            return part
+        live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
+        for start in range(0, live.size, 8192):
+            chunk = live[start : start + 8192]
+            part._mirror(chunk, part.index.get_items(chunk, return_type="numpy"))
+        if not live.size:
+            part._mirror(np.zeros(0, np.int64), np.zeros((0, spec.dim), np.float32))
+        return part
