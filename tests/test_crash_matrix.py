@@ -29,7 +29,7 @@ from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import SeaweedS3, wait_until
 from lakehouse.devtools.stack import Stack, merged
 from lakehouse.ops.verify import expected_index_digest
-from lakehouse.vectors.indexes import encode, partition_of
+from lakehouse.vectors import batches
 from tests.support.recovery import record
 
 SEED = 20261126
@@ -134,7 +134,7 @@ def dataset_recovered(stack: Stack, tmp: Path, name: str, csv: Path) -> dict[str
 def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
     parts: dict[int, list[str]] = {p: [] for p in range(PARTS)}
     for i in ids:
-        parts[partition_of(i, PARTS)].append(i)
+        parts[batches.partition_of(i, PARTS)].append(i)
     return {"indexes": {name: {"count": len(ids), "digest": expected_index_digest(parts)}}}
 
 
@@ -176,9 +176,8 @@ async def publish_vectors(
     js = nc.jetstream()
     for start in range(0, n, batch):
         ids = [f"v{i}" for i in range(start, min(start + batch, n))]
-        for p in range(PARTS):
-            rows = [j for j, item in enumerate(ids) if partition_of(item, PARTS) == p]
-            payload = encode([ids[j] for j in rows], data[[start + j for j in rows]], dim=DIM)
+        chunk = data[start : start + len(ids)]
+        for p, payload in batches.batches(ids, chunk, dim=DIM, partitions=PARTS):
             deadline = time.monotonic() + 120
             while True:
                 try:

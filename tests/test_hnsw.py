@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lakehouse.devtools.bench.data import clustered
-from lakehouse.vectors.indexes import Batch
+from lakehouse.vectors.batches import Batch
 from lakehouse.vectors.partition import Partition
 from schemas.vectors import IndexSpec
 

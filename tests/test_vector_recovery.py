@@ -18,7 +18,7 @@ import pytest
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.servers import eventually
 from lakehouse.devtools.stack import Stack
-from lakehouse.vectors.indexes import encode, partition_of
+from lakehouse.vectors import batches
 
 DIM, N, PARTS = 32, 50_000, 4
 
@@ -43,21 +43,9 @@ async def load(
     stack: Stack, name: str, data: np.ndarray, batch: int = 1000, parts: int = PARTS
 ) -> None:
     nc = await nats.connect(stack.nats.url)
-    js = nc.jetstream()
-    acks = []
-    for start in range(0, len(data), batch):
-        ids = [f"v{i}" for i in range(start, min(start + batch, len(data)))]
-        for p in range(parts):
-            rows = [i for i, item in enumerate(ids) if partition_of(item, parts) == p]
-            payload = encode([ids[i] for i in rows], data[start + np.array(rows)], None, dim=DIM)
-            acks.append(
-                await js.publish_async(
-                    f"lakehouse.vectors.{name}.{p}",
-                    payload,
-                    headers={"Nats-Msg-Id": f"{name}-{start}-{p}"},
-                )
-            )
-    await asyncio.gather(*acks)
+    ids = [f"v{i}" for i in range(len(data))]
+    encoded = batches.batches(ids, data, dim=DIM, partitions=parts, max_rows=batch // parts)
+    await batches.publish(nc.jetstream(), name, encoded)
     await nc.close()
 
 

@@ -17,7 +17,7 @@ from lakehouse.devtools.bench.data import clustered, exact_topk, recall
 from lakehouse.devtools.datagen import iter_rows
 from lakehouse.devtools.servers import eventually, wait_until
 from lakehouse.devtools.stack import Stack
-from lakehouse.vectors.indexes import encode, partition_of
+from lakehouse.vectors.batches import encode, partition_of
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,7 @@ class CatalogWorker(Worker):
 
     async def history(self, msg: Msg) -> bytes:
         name = check_name(parse(NameRequest, msg.data).name)
-        events = await catalog.history(self.rt.js, name)
+        events = await catalog.history(self.rt.nc, name)
         if not events:
             raise NotFound(f"no dataset named {name!r} has ever been registered")
         body = [{"seq": e.seq, **e.event.model_dump(mode="json")} for e in events]

@@ -21,8 +21,9 @@ from lakehouse.platform.bus import ConsumerSpec
 from lakehouse.platform.errors import Permanent, RetryLater, Unavailable
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Consume, Serve, Worker
+from lakehouse.vectors import batches
 from lakehouse.vectors.embedding import Provider, load_provider
-from lakehouse.vectors.indexes import encode, get_index, partition_of
+from lakehouse.vectors.indexes import get_index
 from schemas import subjects as S
 from schemas.vectors import EmbedRequest, EmbedText
 
@@ -113,25 +114,18 @@ class EmbedWorker(Worker):
             raise
         except Exception:
             keep, vectors = await self.embed_each(req, msg)
-        groups: dict[int, list[int]] = {}
-        for row, i in enumerate(keep):
-            groups.setdefault(partition_of(req.items[i].id, spec.partitions), []).append(row)
-        acks = []
-        for p, rows in sorted(groups.items()):
-            data = encode(
-                [req.items[keep[r]].id for r in rows],
-                vectors[rows],
-                [req.items[keep[r]].metadata for r in rows],
-                dim=spec.dim,
-            )
-            acks.append(
-                await self.rt.js.publish_async(
-                    S.vectors(spec.name, p),
-                    data,
-                    headers={"Nats-Msg-Id": f"emb-{req.batch_id}-{p}"},
-                )
-            )
-        await asyncio.gather(*acks)
+        encoded = batches.batches(
+            [req.items[i].id for i in keep],
+            vectors,
+            [req.items[i].metadata for i in keep],
+            dim=spec.dim,
+            partitions=spec.partitions,
+        )
+        # One id per (request, partition): a redelivered request whose model output differs
+        # by a rounding error is still stored once.
+        await batches.publish(
+            self.rt.js, spec.name, encoded, msg_id=lambda p, _: f"emb-{req.batch_id}-{p}"
+        )
         if req.job_id:
             failed = len(req.items) - len(keep)  # dead-lettered with the reason
             done = {"batch_id": req.batch_id, "items": len(keep), "failed": failed}

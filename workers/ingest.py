@@ -28,6 +28,7 @@ from lakehouse.platform.bus import ConsumerSpec
 from lakehouse.platform.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
+from lakehouse.platform.storage import keys
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.vectors.embedding import model_dim
 from lakehouse.vectors.indexes import create_index, get_index
@@ -129,7 +130,7 @@ class IngestWorker(Worker):
         if req.embed is not None:
             check_template(req.embed, [c.name for c in converted.columns])
         digest = await asyncio.to_thread(sha256_file, out)
-        key = f"datasets/{req.name}/{converted.fingerprint}/{digest[:32]}.parquet"
+        key = keys.data_object(req.name, converted.fingerprint, digest[:32])
         await storage.put_file(key, out)
         register = RegisterRequest(
             request_id=req.job_id,

@@ -23,6 +23,7 @@ from nats.js.api import DeliverPolicy
 from lakehouse.platform.errors import BadRequest, Forbidden, LakehouseError, Timeout
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.platform.storage import keys
 from lakehouse.tables.sqljson import table_rows
 from lakehouse.tables.views import ident, literal, view_sql
 from schemas import subjects as S
@@ -45,7 +46,7 @@ class QueryWorker(Worker):
         self.applied_seq = 0
         self.applied = asyncio.Condition()
         self.view_errors = 0
-        root = self.rt.storage.local_path("datasets/x")
+        root = self.rt.storage.local_path(f"{keys.DATASETS}x")
         self.cache = (st.data_dir / "cache" / "objects").resolve()  # S3 objects' local copies
         # File backend: <root>/datasets/ (staging and _catalog stay unreadable); S3: the cache.
         allowed = root.parent if root is not None else self.cache

@@ -34,7 +34,9 @@ from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.leases import Leases
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
-from lakehouse.vectors.indexes import decode, ids_digest, list_indexes
+from lakehouse.platform.storage import keys
+from lakehouse.vectors.batches import decode
+from lakehouse.vectors.indexes import ids_digest, list_indexes
 from lakehouse.vectors.partition import Partition
 from schemas import subjects as S
 from schemas.vectors import QUERY_HEADER, Hit, IndexSpec, PartitionReply, SearchRequest
@@ -53,10 +55,6 @@ def asdict_reply(r: PartitionReply) -> dict[str, object]:
         "memory_bytes": r.memory_bytes,
         "ids_digest": r.ids_digest,
     }
-
-
-def snapshot_prefix(index: str, partition: int) -> str:
-    return f"_vectors/{index}/{partition}/"
 
 
 @dataclass
@@ -256,7 +254,7 @@ class VectorWorker(Worker):
     # ---- snapshots ---------------------------------------------------------------------
     async def snapshot(self, owned: Owned) -> None:
         spec, part = owned.spec, owned.part
-        prefix = snapshot_prefix(spec.name, part.number)
+        prefix = keys.index_snapshots(spec.name, part.number)
         work = self.tmp / f"{spec.name}-{part.number}"
         work.mkdir(parents=True, exist_ok=True)
         try:
@@ -295,7 +293,7 @@ class VectorWorker(Worker):
         def fresh() -> Partition:  # replay the partition's whole stream
             return Partition(spec, number, threads=threads, mirror=mirror)
 
-        prefix = snapshot_prefix(spec.name, number)
+        prefix = keys.index_snapshots(spec.name, number)
         try:
             pointer = json.loads(await self.rt.storage.get_bytes(f"{prefix}latest.json"))
         except NotFound:

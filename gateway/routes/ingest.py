@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 from gateway.routes import state
 from gateway.uploads import upload_body
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
+from lakehouse.platform.storage import keys
 from schemas import subjects as S
 from schemas.catalog import Mode
 from schemas.ingest import AutoEmbed, IngestRequest, JobStatus
@@ -71,7 +72,7 @@ async def ingest(
     if length is not None and length.isdigit() and int(length) > cap:
         raise TooLarge(f"Content-Length {length} exceeds the {cap}-byte ingest limit")
     job_id = uuid.uuid4().hex
-    key = f"staging/{job_id}.csv"
+    key = keys.staged_csv(job_id)
     # Staged CSVs are transient (deleted once converted): no fsync on the upload path.
     await st.storage.put(key, upload_body(request), max_bytes=cap, sync=False)
     js = nc.jetstream()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,14 +18,9 @@ from pydantic import BaseModel, Field
 from gateway.routes import state
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import call, scatter
-from lakehouse.vectors.indexes import (
-    batch_msg_id,
-    create_index,
-    encode,
-    get_index,
-    list_indexes,
-    partition_of,
-)
+from lakehouse.platform.storage import keys
+from lakehouse.vectors import batches
+from lakehouse.vectors.indexes import create_index, get_index, list_indexes
 from schemas import subjects as S
 from schemas.query import SqlRequest
 from schemas.vectors import (
@@ -161,7 +157,7 @@ async def delete_index(name: str, st: State = Depends(state)) -> dict[str, Any]:
     tomb = spec.model_copy(update={"deleted": True})
     await js.publish(S.index_def(name), tomb.model_dump_json().encode())
     await js.purge_stream(S.STREAM_VECTORS, subject=f"{S.VECTORS_PREFIX}.{name}.>")
-    for obj in (await st.storage.list(f"_vectors/{name}/")).objects:
+    for obj in (await st.storage.list(keys.index_snapshots(name))).objects:
         await st.storage.delete(obj.key)
     return {"name": name, "deleted": True}
 
@@ -179,22 +175,16 @@ async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONRespo
             raise BadRequest(
                 f"item {item.id!r} has dimension {len(item.vector)}; index {name!r} has {spec.dim}"
             )
-    acks = []
-    groups: dict[int, list[Item]] = {}
-    for item in vec_items:
-        groups.setdefault(partition_of(item.id, spec.partitions), []).append(item)
-    for p, items in sorted(groups.items()):
-        data = encode(
-            [i.id for i in items],
-            np.asarray([i.vector for i in items], dtype=np.float32),
-            [i.metadata for i in items],
+    acks: list[Awaitable[Any]] = []
+    if vec_items:
+        encoded = batches.batches(
+            [i.id for i in vec_items],
+            np.asarray([i.vector for i in vec_items], dtype=np.float32),
+            [i.metadata for i in vec_items],
             dim=spec.dim,
+            partitions=spec.partitions,
         )
-        acks.append(
-            await js.publish_async(
-                S.vectors(name, p), data, headers={"Nats-Msg-Id": batch_msg_id(name, p, data)}
-            )
-        )
+        acks.append(asyncio.ensure_future(batches.publish(js, name, encoded)))
     if text_items:
         req = EmbedRequest(
             batch_id=uuid.uuid4().hex,
@@ -218,14 +208,8 @@ async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONRespo
 async def delete_items(name: str, body: DeleteBody, st: State = Depends(state)) -> JSONResponse:
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
-    groups: dict[int, list[str]] = {}
-    for item_id in body.ids:
-        groups.setdefault(partition_of(item_id, spec.partitions), []).append(item_id)
-    for p, ids in sorted(groups.items()):
-        data = encode(ids, None, dim=spec.dim, op="delete")
-        await js.publish(
-            S.vectors(name, p), data, headers={"Nats-Msg-Id": batch_msg_id(name, p, data)}
-        )
+    encoded = batches.batches(body.ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
+    await batches.publish(js, name, encoded)
     return JSONResponse({"deleted": len(body.ids)}, 202)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.aio.client import Client as NATS
 
+from lakehouse.platform import streams
 from lakehouse.platform.errors import NotFound
 from lakehouse.platform.storage import Storage
 from schemas import subjects as S
@@ -20,20 +20,17 @@ class Letter:
     letter: DeadLetter
 
 
-async def letters(js: JetStreamContext, kind: str) -> list[Letter]:
-    out: list[Letter] = []
-    seq = 1
-    while True:
-        try:
-            msg = await js.get_msg(S.STREAM_DLQ, seq, subject=S.dlq(kind), next=True)
-        except NotFoundError:
-            return out
-        out.append(Letter(msg.seq or 0, DeadLetter.model_validate_json(msg.data or b"{}")))
-        seq = (msg.seq or seq) + 1
+async def letters(nc: NATS, kind: str) -> list[Letter]:
+    """Every dead letter of ``kind``, oldest first."""
+    start, end = await streams.bounds(nc, S.STREAM_DLQ)
+    return [
+        Letter(rec.seq, DeadLetter.model_validate_json(rec.data or b"{}"))
+        async for rec in streams.read(nc, S.STREAM_DLQ, start, end, S.dlq(kind))
+    ]
 
 
-async def get(js: JetStreamContext, kind: str, seq: int) -> Letter:
-    for item in await letters(js, kind):
+async def get(nc: NATS, kind: str, seq: int) -> Letter:
+    for item in await letters(nc, kind):
         if item.seq == seq:
             return item
     raise NotFound(f"no dead letter {seq} for kind {kind!r}")
@@ -47,8 +44,9 @@ async def payload(storage: Storage, letter: DeadLetter) -> bytes:
     return b""
 
 
-async def retry(js: JetStreamContext, storage: Storage, kind: str, item: Letter) -> int:
+async def retry(nc: NATS, storage: Storage, kind: str, item: Letter) -> int:
     """Re-publish the original message to its subject and drop the dead letter."""
+    js = nc.jetstream()
     letter = item.letter
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-")}
     original = letter.headers.get("Nats-Msg-Id", f"{letter.stream}-{letter.stream_seq}")
@@ -60,7 +58,7 @@ async def retry(js: JetStreamContext, storage: Storage, kind: str, item: Letter)
     return ack.seq
 
 
-async def purge(js: JetStreamContext, kind: str) -> int:
-    n = len(await letters(js, kind))
-    await js.purge_stream(S.STREAM_DLQ, subject=S.dlq(kind))
+async def purge(nc: NATS, kind: str) -> int:
+    n = len(await letters(nc, kind))
+    await nc.jetstream().purge_stream(S.STREAM_DLQ, subject=S.dlq(kind))
     return n

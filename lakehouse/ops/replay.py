@@ -30,7 +30,8 @@ from lakehouse.platform.errors import BadRequest
 from lakehouse.platform.storage import Storage
 from lakehouse.platform.streams import Record, bounds, read
 from lakehouse.tables.views import view_sql
-from lakehouse.vectors.indexes import decode, ids_digest, list_indexes
+from lakehouse.vectors.batches import decode
+from lakehouse.vectors.indexes import ids_digest, list_indexes
 from lakehouse.vectors.partition import Partition
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from lakehouse.platform import backoff
 from lakehouse.platform.bus import STREAMS, connect, provision
 from lakehouse.platform.config import Settings, child_env, redact_url
 from lakehouse.platform.procs import die_with_parent, nats_server_argv, port_open
@@ -109,7 +110,7 @@ class Supervisor:
                 return
             ran = time.monotonic() - started
             child.failures = 0 if ran > HEALTHY_RUN else child.failures + 1
-            delay = min(self.settings.supervisor.restart_backoff_max, 0.5 * 2**child.failures)
+            delay = backoff.delay(child.failures, 0.5, self.settings.supervisor.restart_backoff_max)
             child.restarts += 1
             log.warning(
                 "child exited; restarting",

@@ -16,14 +16,42 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from lakehouse.platform import backoff
 from lakehouse.platform.config import Settings, redact_url
 from schemas import subjects as S
 
 log = logging.getLogger("lakehouse.bus")
 
 DAY = 86400.0
+
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a publish whose expected last subject sequence is stale."""
+
+
+class StaleSequence(Exception):
+    """A publish expected the subject's last sequence to be one it no longer is: someone
+    else wrote first."""
+
+
+async def publish_expecting(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    expected_last_seq: int,
+    headers: dict[str, str] | None = None,
+) -> js_api.PubAck:
+    """Publish only if ``subject``'s last sequence is still ``expected_last_seq`` (0: the
+    subject is empty); :class:`StaleSequence` otherwise. The optimistic-concurrency write
+    that lets two racing replicas never both win."""
+    hdrs = {**(headers or {}), "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq)}
+    try:
+        return await js.publish(subject, data, headers=hdrs)
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise StaleSequence(subject) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -161,8 +189,10 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
         opts["user_credentials"] = str(ns.creds_file)
     loop = asyncio.get_running_loop()
     give_up = None if deadline is None else loop.time() + deadline
-    delay = 0.1
+    tries = 0
     while True:
+        delay = backoff.delay(tries, 0.1, 5.0)
+        tries += 1
         # nats-py keeps retrying an unreachable first server forever when reconnect is on:
         # bound each attempt, and let the loop below decide when to give up.
         attempt = max(ns.connect_timeout, 1.0)
@@ -180,7 +210,6 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
                 extra={"url": redact_url(ns.url), "error": type(exc).__name__, "retry_in": delay},
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def _on_error(exc: Exception) -> None:

@@ -27,14 +27,16 @@ import nats.errors
 import uvloop
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from lakehouse.platform import backoff
 from lakehouse.platform.bus import STREAMS, ConsumerSpec, StreamSpec, connect, provision
 from lakehouse.platform.config import Settings
 from lakehouse.platform.errors import Permanent
 from lakehouse.platform.logs import setup_logging
 from lakehouse.platform.rpc import error_reply, respond
-from lakehouse.platform.storage import Storage, open_storage
+from lakehouse.platform.storage import Storage, keys, open_storage
 from schemas import subjects as S
 from schemas.messages import DeadLetter, HealthReply
 
@@ -108,6 +110,8 @@ class Runtime:
         self.outcomes: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._service_tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Subscription] = []
+        self._loops: list[asyncio.Task[None]] = []
 
     # ---- lifecycle -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -116,12 +120,21 @@ class Runtime:
             self._stop.set()
 
     async def run(self) -> int:
+        """Process mode: start, then run until SIGTERM/SIGINT (or, in burst mode, until every
+        consumer is drained); the exit status."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.request_stop)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        await self.start()
+        return await self.stopped()
+
+    async def start(self) -> None:
+        """Connect, provision, open the worker's state, then serve and consume in the running
+        event loop. In-process callers (``lakehouse.devtools.testing``) later call
+        :meth:`request_stop` and await :meth:`stopped`."""
         self.nc = await connect(self.settings, self.instance)
         self.js = self.nc.jetstream()
         self.storage = open_storage(self.settings)
@@ -141,9 +154,14 @@ class Runtime:
             "worker ready",
             extra={"kind": self.kind, "instance": self.instance, "concurrency": self.concurrency},
         )
-        loops = [asyncio.create_task(self._pull_loop(c)) for c in consumes]
-        rc = await self._wait(loops)
-        for sub in subs:
+        self._subs = subs
+        self._loops = [asyncio.create_task(self._pull_loop(c)) for c in consumes]
+
+    async def stopped(self) -> int:
+        """After :meth:`start`: wait for a stop, let in-flight work finish, close everything;
+        0, or 1 when a consumer loop crashed."""
+        rc = await self._wait(self._loops)
+        for sub in self._subs:
             await sub.drain()
         if self._service_tasks:
             await asyncio.wait(self._service_tasks)
@@ -208,7 +226,7 @@ class Runtime:
 
     def backoff(self, delivery: int) -> float:
         w = self.settings.workers
-        return float(min(w.backoff_max, w.backoff_base * 2 ** max(0, delivery - 1)))
+        return backoff.delay(delivery - 1, w.backoff_base, w.backoff_max)
 
     async def _handle(self, spec: ConsumerSpec, handler: MsgHandler, msg: Msg) -> None:
         md = msg.metadata
@@ -323,7 +341,7 @@ class Runtime:
         if len(data) <= self.settings.workers.dlq_inline_max:
             letter.payload_b64 = base64.b64encode(data).decode()
         else:
-            key = f"_dlq/{self.kind}/{md.stream}-{tag}.bin"
+            key = keys.dead_letter_payload(self.kind, md.stream, tag)
             await self.storage.put_bytes(key, data)
             letter.payload_key = key
         await self.js.publish(

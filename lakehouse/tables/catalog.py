@@ -11,14 +11,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
-from lakehouse.platform.storage import Storage
+from lakehouse.platform import streams
+from lakehouse.platform.bus import StaleSequence, publish_expecting
+from lakehouse.platform.storage import Storage, keys
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
-
-WRONG_LAST_SEQUENCE = 10071  # JetStream error code: expected last subject sequence mismatch
 
 
 class SequenceConflict(Exception):
@@ -57,34 +58,27 @@ async def current(js: JetStreamContext) -> dict[str, Entry]:
     return out
 
 
-async def history(js: JetStreamContext, name: str) -> list[Entry]:
+async def history(nc: NATS, name: str) -> list[Entry]:
     """Every event of one dataset, oldest first."""
-    out: list[Entry] = []
-    seq = 1
-    subject = S.catalog_events(name)
-    while True:
-        try:
-            msg = await js.get_msg(S.STREAM_CATALOG, seq, subject=subject, next=True)
-        except NotFoundError:
-            return out
-        out.append(Entry(CatalogEvent.model_validate_json(msg.data or b"{}"), msg.seq or 0))
-        seq = (msg.seq or seq) + 1
+    start, end = await streams.bounds(nc, S.STREAM_CATALOG)
+    return [
+        Entry(CatalogEvent.model_validate_json(rec.data or b"{}"), rec.seq)
+        async for rec in streams.read(nc, S.STREAM_CATALOG, start, end, S.catalog_events(name))
+    ]
 
 
 async def publish(js: JetStreamContext, event: CatalogEvent, expected_last_seq: int) -> int:
     """Append ``event`` if the dataset's last sequence is still ``expected_last_seq``."""
-    headers = {
-        "Nats-Msg-Id": f"catalog-{event.name}-{event.revision}",
-        "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
-    }
     try:
-        ack = await js.publish(
-            S.catalog_events(event.name), event.model_dump_json().encode(), headers=headers
+        ack = await publish_expecting(
+            js,
+            S.catalog_events(event.name),
+            event.model_dump_json().encode(),
+            expected_last_seq,
+            headers={"Nats-Msg-Id": f"catalog-{event.name}-{event.revision}"},
         )
-    except APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
-            raise SequenceConflict(event.name) from None
-        raise
+    except StaleSequence:
+        raise SequenceConflict(event.name) from None
     if ack.duplicate:
         # The same revision was already written (by us, before a crash, or by a racing
         # replica with identical content): treat as a conflict so the caller re-reads.
@@ -93,11 +87,11 @@ async def publish(js: JetStreamContext, event: CatalogEvent, expected_last_seq: 
 
 
 # ---- manifests as Parquet under _catalog/ (for restore after a NATS store loss) ----------
-MANIFEST_PREFIX = "_catalog/manifests/"
+MANIFEST_PREFIX = keys.MANIFESTS
 
 
 def manifest_key(name: str) -> str:
-    return f"{MANIFEST_PREFIX}{name}.parquet"
+    return keys.manifest(name)
 
 
 def manifest_to_parquet(manifest: Manifest) -> bytes:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
 
-from lakehouse.platform.storage import Storage
+from lakehouse.platform.storage import Storage, keys
 from lakehouse.tables import catalog
 
 log = logging.getLogger("lakehouse.gc")
 
-SWEPT_PREFIXES = ("datasets/", "staging/")
+SWEPT_PREFIXES = keys.GC_SWEPT
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lakehouse.vectors.indexes import Batch
+from lakehouse.vectors.batches import Batch
 from schemas.vectors import IndexSpec
 
 SPACES = {"cosine": "cosine", "l2": "l2", "ip": "ip"}

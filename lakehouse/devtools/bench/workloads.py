@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from lakehouse.devtools.bench.data import clustered, exact_topk, recall
 from lakehouse.devtools.bench.stack import BenchStack, PeakRss
 from lakehouse.devtools.datagen import iter_rows
-from lakehouse.vectors.indexes import encode, partition_of
+from lakehouse.vectors import batches
 
 MiB = 1 << 20
 
@@ -184,36 +184,14 @@ def sql(stack: BenchStack, parquet: Path, rows: int, runs: int) -> list[Row]:
 
 
 async def publish(url: str, index: str, data: np.ndarray, parts: int, window: int = 16) -> None:
-    """Publish binary batches with at most ``window`` unacknowledged, retrying a 429."""
+    """Publish ``data`` as binary batches of 500 (ids ``v0``, ``v1``, ...), the upstream way."""
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    groups: dict[int, list[int]] = {}
-    for i in range(len(data)):
-        groups.setdefault(partition_of(f"v{i}", parts), []).append(i)
-    slots = asyncio.Semaphore(window)
-
-    async def send(subject: str, payload: bytes) -> None:
-        async with slots:
-            for attempt in range(20):
-                try:
-                    await js.publish(subject, payload, timeout=30)
-                    return
-                except nats.js.errors.APIError as exc:
-                    if exc.code != 429 or attempt == 19:
-                        raise
-                    await asyncio.sleep(0.05 * (attempt + 1))
-
-    tasks = []
-    for part, idx in groups.items():
-        for s in range(0, len(idx), 500):
-            chunk = idx[s : s + 500]
-            payload = encode([f"v{i}" for i in chunk], data[chunk], None, dim=data.shape[1])
-            tasks.append(asyncio.create_task(send(f"lakehouse.vectors.{index}.{part}", payload)))
-            if len(tasks) >= window * 4:
-                await asyncio.gather(*tasks)
-                tasks = []
-    await asyncio.gather(*tasks)
-    await nc.close()
+    try:
+        ids = [f"v{i}" for i in range(len(data))]
+        encoded = batches.batches(ids, data, dim=data.shape[1], partitions=parts, max_rows=500)
+        await batches.publish(nc.jetstream(), index, encoded, window=window)
+    finally:
+        await nc.close()
 
 
 def wait_count(c: httpx.Client, index: str, n: int, timeout: float) -> None:

@@ -27,7 +27,7 @@ def _with_js(conn: Connection, work: Any) -> Any:
 
     async def go() -> Any:
         async with nats_session(settings, "lakehouse-dlq") as nc:
-            return await work(nc.jetstream(), open_storage(settings))
+            return await work(nc, open_storage(settings))
 
     return run(go)
 
@@ -38,7 +38,7 @@ def dlq_list(conn: Connection, kind: KindArg, json_out: JsonOpt = False) -> None
     """One line per dead letter of KIND: sequence, subject, deliveries, error."""
     from lakehouse.ops import dlq
 
-    items = _with_js(conn, lambda js, _: dlq.letters(js, kind))
+    items = _with_js(conn, lambda nc, _: dlq.letters(nc, kind))
     if json_out:
         emit_json(
             [
@@ -67,8 +67,8 @@ def dlq_show(
     """A dead letter in full, with its payload."""
     from lakehouse.ops import dlq
 
-    async def work(js: Any, storage: Any) -> tuple[Any, bytes]:
-        item = await dlq.get(js, kind, seq)
+    async def work(nc: Any, storage: Any) -> tuple[Any, bytes]:
+        item = await dlq.get(nc, kind, seq)
         return item, await dlq.payload(storage, item.letter)
 
     item, body = _with_js(conn, work)
@@ -97,9 +97,9 @@ def dlq_retry(
     if (seq is None) == (not all_):
         fail("give a SEQ or --all")
 
-    async def work(js: Any, storage: Any) -> list[int]:
-        items = await dlq.letters(js, kind) if all_ else [await dlq.get(js, kind, seq or 0)]
-        return [await dlq.retry(js, storage, kind, item) for item in items]
+    async def work(nc: Any, storage: Any) -> list[int]:
+        items = await dlq.letters(nc, kind) if all_ else [await dlq.get(nc, kind, seq or 0)]
+        return [await dlq.retry(nc, storage, kind, item) for item in items]
 
     done = _with_js(conn, work)
     if json_out:
@@ -114,7 +114,7 @@ def dlq_purge(conn: Connection, kind: KindArg, json_out: JsonOpt = False) -> Non
     """Delete every dead letter of KIND."""
     from lakehouse.ops import dlq
 
-    n = _with_js(conn, lambda js, _: dlq.purge(js, kind))
+    n = _with_js(conn, lambda nc, _: dlq.purge(nc, kind))
     if json_out:
         emit_json({"purged": n})
         return

@@ -59,6 +59,28 @@ async def iter_bytes(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+async def blocks(
+    chunks: AsyncIterable[bytes], size: int, max_bytes: int | None = None
+) -> AsyncIterator[bytes]:
+    """The upload loop every backend shares: re-cut a streamed body into blocks of ``size``
+    bytes (the last one shorter; none for an empty body), raising TooLarge as soon as more
+    than ``max_bytes`` have arrived, so nothing over the cap is ever stored."""
+    from lakehouse.platform.errors import TooLarge
+
+    buf = bytearray()
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise TooLarge(f"body exceeds the {max_bytes}-byte limit")
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
 class Storage(abc.ABC):
     """The storage interface every backend implements."""
 

@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from lakehouse.platform.errors import BadRequest, NotFound, TooLarge
+from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.storage import (
     LIST_LIMIT,
     READ_CHUNK,
     Listing,
     ObjectInfo,
     Storage,
+    blocks,
     validate_key,
 )
 
@@ -58,20 +59,10 @@ class FileStorage(Storage):
     ) -> ObjectInfo:
         path = self._path(key)
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        total = 0
-        buf = bytearray()
         fh = await asyncio.to_thread(tmp.open, "wb")
         try:
-            async for chunk in chunks:
-                total += len(chunk)
-                if max_bytes is not None and total > max_bytes:
-                    raise TooLarge(f"body exceeds the {max_bytes}-byte limit")
-                buf += chunk
-                if len(buf) >= WRITE_BUFFER:
-                    await asyncio.to_thread(fh.write, bytes(buf))
-                    buf.clear()
-            if buf:
-                await asyncio.to_thread(fh.write, bytes(buf))
+            async for block in blocks(chunks, WRITE_BUFFER, max_bytes):
+                await asyncio.to_thread(fh.write, block)
             await asyncio.to_thread(_flush_close, fh, sync)
             await asyncio.to_thread(_install, tmp, path)
         except BaseException:

@@ -15,13 +15,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lakehouse.platform.errors import NotFound, TooLarge, Unavailable
+from lakehouse.platform.errors import NotFound, Unavailable
 from lakehouse.platform.storage import (
     LIST_LIMIT,
     READ_CHUNK,
     Listing,
     ObjectInfo,
     Storage,
+    blocks,
     validate_key,
 )
 
@@ -104,47 +105,38 @@ class S3Storage(Storage):
     ) -> ObjectInfo:
         k = self._key(key)
         await self.ensure_bucket()
-        buf = bytearray()
-        total = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+
+        async def upload_part(body: bytes) -> None:
+            n = len(parts) + 1
+            resp = await self._call(
+                "upload_part",
+                Bucket=self.bucket,
+                Key=k,
+                UploadId=upload_id,
+                PartNumber=n,
+                Body=body,
+            )
+            parts.append({"ETag": resp["ETag"], "PartNumber": n})
+
         try:
-            async for chunk in chunks:
-                total += len(chunk)
-                if max_bytes is not None and total > max_bytes:
-                    raise TooLarge(f"body exceeds the {max_bytes}-byte limit")
-                buf += chunk
-                while len(buf) >= self.part_size:
+            # One block held back: only the last block decides between a single PUT (a body
+            # of at most one part) and completing a multipart upload.
+            held: bytes | None = None
+            async for block in blocks(chunks, self.part_size, max_bytes):
+                if held is not None:
                     if upload_id is None:
                         resp = await self._call(
                             "create_multipart_upload", Bucket=self.bucket, Key=k
                         )
                         upload_id = resp["UploadId"]
-                    part, buf = bytes(buf[: self.part_size]), buf[self.part_size :]
-                    n = len(parts) + 1
-                    resp = await self._call(
-                        "upload_part",
-                        Bucket=self.bucket,
-                        Key=k,
-                        UploadId=upload_id,
-                        PartNumber=n,
-                        Body=part,
-                    )
-                    parts.append({"ETag": resp["ETag"], "PartNumber": n})
+                    await upload_part(held)
+                held = block
             if upload_id is None:
-                await self._call("put_object", Bucket=self.bucket, Key=k, Body=bytes(buf))
+                await self._call("put_object", Bucket=self.bucket, Key=k, Body=held or b"")
             else:
-                if buf:
-                    n = len(parts) + 1
-                    resp = await self._call(
-                        "upload_part",
-                        Bucket=self.bucket,
-                        Key=k,
-                        UploadId=upload_id,
-                        PartNumber=n,
-                        Body=bytes(buf),
-                    )
-                    parts.append({"ETag": resp["ETag"], "PartNumber": n})
+                await upload_part(held or b"")
                 await self._call(
                     "complete_multipart_upload",
                     Bucket=self.bucket,
