@@ -3,6 +3,7 @@ and SIGINT stops everything with no orphan."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,19 @@ from tests.conftest import unique
 from workers import KINDS
 
 PROBE = "tests.support.probe:ProbeWorker"
+
+
+def cli(env: dict[str, str], *argv: str, rc: int = 0) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "lakehouse", *argv],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == rc, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out
 
 
 async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
@@ -69,6 +83,22 @@ async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
                 lambda: "Lakehouse is up" in (tmp_path / "up.log").read_text(), what="banner"
             )
             assert (tmp_path / "data" / "nats").is_dir()
+
+            # Operator commands reach this stack through the shared connection options (the
+            # environment names no NATS, so the default port 4222 would find nothing).
+            conn = [
+                "--nats-url",
+                f"nats://127.0.0.1:{nats_port}",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+            report = json.loads(cli(env, "verify", "--json", *conn).stdout)
+            assert report["ok"] is True
+            assert json.loads(cli(env, "dlq", "list", "ingest", "--json", *conn).stdout) == []
+            missing = cli(env, "dlq", "show", "ingest", "999999", *conn, rc=2)
+            assert missing.stderr.strip().splitlines() == [
+                "error: not found: no dead letter 999999 for kind 'ingest'"
+            ]
 
             health = (await c.get("/health")).json()
             victim = health["workers"]["probe"]["instances"][0]["pid"]
