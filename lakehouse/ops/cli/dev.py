@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from lakehouse.ops.cli.options import JsonOpt, emit_json, fail
+from lakehouse.ops.cli.options import JsonOpt, emit_json, fail, progress
 
 
 def gen_workers(
@@ -20,7 +20,8 @@ def gen_workers(
     from lakehouse.devtools.datagen import generate
 
     try:
-        size = generate(out, rows, seed)
+        with progress(f"write {out}", rows) as advance_to:
+            size = generate(out, rows, seed, progress=advance_to)
     except OSError as exc:
         fail(f"{out}: {exc.strerror or exc}")
     if json_out:

@@ -159,7 +159,7 @@ def emit_json(value: Any) -> None:
 
 
 @contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int, str], None]]:
+def progress(description: str, total: int | None) -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr; yields ``advance_to(completed, note)``."""
     console = Console(stderr=True)
     with Progress(
