@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # hnswlib builds from source; a -march=native build can crash on another CPU.
 export HNSWLIB_NO_NATIVE := 1
 
-.PHONY: install install-dev run test lint format clean
+.PHONY: install install-dev run test test-fast lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ format: install-dev
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The edit-test loop: no lint, no tests marked slow (`make test` runs everything).
+test-fast: install-dev
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

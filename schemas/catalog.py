@@ -9,12 +9,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.messages import Message
+from schemas.messages import Bool, Int, Message
+from schemas.subjects import Name
 
 DATASET_NAMESPACE = uuid.UUID("a8f3c1d2-4e5b-5a6c-9d8e-7f0a1b2c3d4e")
 
 ColumnType = Literal["int64", "float64", "bool", "string"]
 Mode = Literal["replace", "append"]
+INT64_MAX = 2**63 - 1  # sizes and row counts are int64 in Parquet and DuckDB
 
 
 def dataset_id(name: str) -> str:
@@ -23,23 +25,26 @@ def dataset_id(name: str) -> str:
 
 
 class ColumnSpec(BaseModel):
-    name: str = Field(description="Column name (from the CSV header).", examples=["worker_id"])
+    name: str = Field(
+        min_length=1, description="Column name (from the CSV header).", examples=["worker_id"]
+    )
     type: ColumnType = Field(description="Inferred type.", examples=["int64"])
-    nullable: bool = Field(description="True when the column holds nulls.", examples=[False])
+    nullable: Bool = Field(description="True when the column holds nulls.", examples=[False])
 
 
 class ObjectRef(BaseModel):
     key: str = Field(
+        min_length=1,
         description="Storage key of an immutable Parquet object.",
         examples=["datasets/workers/3f2a.../0c1d....parquet"],
     )
-    size: int = Field(description="Bytes.", examples=[74_000_000])
-    rows: int = Field(description="Rows in the object.", examples=[500_000])
+    size: Int = Field(ge=0, le=INT64_MAX, description="Bytes.", examples=[74_000_000])
+    rows: Int = Field(ge=0, le=INT64_MAX, description="Rows in the object.", examples=[500_000])
 
 
 class Manifest(BaseModel):
     dataset_id: str = Field(description="UUIDv5 of the name.", examples=[dataset_id("workers")])
-    name: str = Field(description="Dataset name; also its SQL view name.", examples=["workers"])
+    name: Name = Field(description="Dataset name; also its SQL view name.", examples=["workers"])
     schema_fingerprint: str = Field(
         description="SHA-256 over (name, type) in header order.", examples=["3f2a9c..."]
     )
@@ -61,9 +66,9 @@ class RegisterRequest(Message):
         description="Idempotency key (e.g. the ingest job id): a repeat changes nothing.",
         examples=["job-5b1e..."],
     )
-    name: str = Field(description="Dataset name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
+    name: Name = Field(description="Dataset name.", examples=["workers"])
     schema_fingerprint: str = Field(description="Fingerprint of the columns.")
-    columns: list[ColumnSpec] = Field(description="Columns in header order.")
+    columns: list[ColumnSpec] = Field(min_length=1, description="Columns in header order.")
     objects: list[ObjectRef] = Field(description="Objects to register.")
     mode: Mode = Field("replace", description="replace: objects replaced; append: added.")
 
@@ -95,5 +100,34 @@ class RegisterReply(BaseModel):
 class NameRequest(Message):
     """Request naming one dataset (get, history, delete)."""
 
-    name: str = Field(description="Dataset name.", examples=["workers"])
+    name: Name = Field(description="Dataset name.", examples=["workers"])
     request_id: str | None = Field(None, description="Idempotency key for deletes.")
+
+
+class DatasetList(BaseModel):
+    """Reply to ``lakehouse.catalog.list``: every registered dataset's manifest."""
+
+    datasets: list[Manifest] = Field(description="Current manifests, by name.")
+    count: int = Field(description="How many.", examples=[3])
+
+
+class HistoryEntry(CatalogEvent):
+    seq: int = Field(description="Stream sequence of the event.", examples=[42])
+
+
+class History(BaseModel):
+    """Reply to ``lakehouse.catalog.history``: every event of one dataset, oldest first."""
+
+    name: Name = Field(description="Dataset name.", examples=["workers"])
+    events: list[HistoryEntry] = Field(description="Every revision's event.")
+
+
+class DeleteReply(BaseModel):
+    """Reply to ``lakehouse.catalog.delete``."""
+
+    name: Name = Field(description="Dataset name.", examples=["workers"])
+    deleted: Literal[True] = Field(description="Always true.")
+    catalog_seq: int = Field(
+        description="Stream sequence of the tombstone event (read-your-writes token).",
+        examples=[43],
+    )

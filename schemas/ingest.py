@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
 from schemas.catalog import Mode
 from schemas.messages import Message
+from schemas.subjects import Name
+
+JobId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$", min_length=1, max_length=64)
+]
+"""A job id: 1-64 of ``[A-Za-z0-9_-]`` (a subject token of ``lakehouse.jobs.<job_id>``)."""
 
 
 class AutoEmbed(BaseModel):
     """Embed every row after the dataset registers (upsert by id)."""
 
-    index: str = Field(description="Vector index; created (384-d, cosine) if missing.")
-    id_column: str = Field(description="Column holding each row's item id.", examples=["worker_id"])
+    index: Name = Field(description="Vector index; created (384-d, cosine) if missing.")
+    id_column: str = Field(
+        min_length=1, description="Column holding each row's item id.", examples=["worker_id"]
+    )
     text_template: str = Field(
+        min_length=1,
         description="Python format string over the row's columns.",
         examples=["{role} in {city}, {state}. Skills: {skills}. {resume_text}"],
     )
@@ -26,12 +36,11 @@ class IngestRequest(Message):
     """Turn a CSV already in storage into a registered dataset (claim check: the CSV never
     travels inline). Publish with ``Nats-Msg-Id: <job_id>``."""
 
-    job_id: str = Field(
+    job_id: JobId = Field(
         description="Unique job id; status streams on lakehouse.jobs.<job_id>.",
         examples=["5b1e0c8a9f2d4c7e8a1b2c3d4e5f6a7b"],
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
     )
-    name: str = Field(description="Dataset name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
+    name: Name = Field(description="Dataset name.", examples=["workers"])
     source_key: str = Field(
         description="Storage key of the uploaded CSV.", examples=["staging/5b1e0c8a.csv"]
     )
@@ -83,3 +92,14 @@ class JobStatus(Message):
     @property
     def done(self) -> bool:
         return self.state in ("succeeded", "failed")
+
+    @staticmethod
+    def job_id_of(request: bytes) -> str | None:
+        """The valid ``job_id`` of a request payload that may be invalid otherwise."""
+        try:
+            return _JOB_ID.validate_python(json.loads(request)["job_id"])
+        except (ValueError, TypeError, KeyError, ValidationError):
+            return None
+
+
+_JOB_ID: TypeAdapter[str] = TypeAdapter(JobId)

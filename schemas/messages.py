@@ -6,8 +6,25 @@ Every payload carries ``v``, its schema version; readers reject versions they do
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_number)]
+"""An integer as JSON Schema means it: a number without a fraction (``3``, ``3.0``), never
+``true`` or ``"3"``, which pydantic's lax mode would coerce (the schema would not tell)."""
+Float = Annotated[float, Strict()]
+"""A number (``1`` or ``1.5``), never ``true`` or ``"1.5"`` (checked in pydantic-core: vectors
+are long lists of these)."""
+Bool = StrictBool
+"""``true`` or ``false``, never ``1`` or ``"yes"``."""
 
 
 class Message(BaseModel):
@@ -15,7 +32,7 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    v: int = Field(1, description="Schema version of this payload.", examples=[1])
+    v: Int = Field(1, description="Schema version of this payload.", examples=[1])
 
 
 class HealthReply(Message):
@@ -49,3 +66,17 @@ class DeadLetter(Message):
     error: str = Field(description="Why it failed.", examples=["row 3: expected 4 fields, got 5"])
     permanent: bool = Field(description="True when the handler declared the failure permanent.")
     failed_at: datetime = Field(description="When it was dead-lettered (UTC).")
+
+
+class ErrorBody(BaseModel):
+    """Every error, over HTTP and in an error reply over NATS (with a ``Lakehouse-Status``
+    header): a short fixed phrase and the details. A 500 never carries an internal exception's
+    text: its detail only says where to look."""
+
+    error: str = Field(description="Short, stable error phrase.", examples=["not found"])
+    detail: Any = Field(
+        None,
+        description="What went wrong: a message, or for invalid requests a list of "
+        "``{loc, msg}`` naming each bad field.",
+        examples=["no dataset named 'workers'"],
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from schemas.messages import Message
 
@@ -17,3 +17,18 @@ class SqlRequest(Message):
     )
     max_rows: int | None = Field(None, description="Row cap; default from settings.")
     timeout: float | None = Field(None, description="Statement timeout in seconds.")
+
+
+class SqlColumn(BaseModel):
+    name: str = Field(description="Column name.", examples=["n"])
+    type: str = Field(description="DuckDB type.", examples=["BIGINT"])
+
+
+class SqlResult(BaseModel):
+    """The JSON reply to a ``format="json"`` request (``format="arrow"``: an Arrow IPC stream,
+    schema metadata ``lakehouse.truncated``)."""
+
+    columns: list[SqlColumn] = Field(description="Result columns, in order.")
+    rows: list[list[Any]] = Field(description="Rows, each a list of JSON values.")
+    row_count: int = Field(description="Rows returned.", examples=[1])
+    truncated: bool = Field(description="True when the row cap cut the result.")

@@ -1,15 +1,25 @@
 """Every NATS subject and stream name used by the project, in one place.
 
 Dataset and index names are subject tokens and SQL identifiers: ``[A-Za-z0-9_-]{1,128}``.
+:data:`Name` is the one place that rule lives; models and HTTP parameters use it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import StringConstraints
 
 PREFIX = "lakehouse"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=128)]
+"""A dataset or index name: 1-128 of ``[A-Za-z0-9_-]`` (a NATS subject token and a plain SQL
+identifier). ``StringConstraints`` rather than ``Field`` so that the same type serves model
+fields and FastAPI path/query parameters; the JSON Schema carries the pattern and lengths."""
 
 # The worker kinds: each is a process type with its own queue group, health subject and
 # dead-letter subject (``workers/<kind>.py`` implements it).
@@ -55,11 +65,6 @@ STREAM_DLQ = "LAKEHOUSE_DLQ"
 STREAM_INDEXES = "LAKEHOUSE_INDEXES"
 # JetStream key-value bucket of partition leases (and vector worker membership).
 KV_LEASES = "lakehouse_leases"
-
-
-def valid_name(name: str) -> bool:
-    """True when ``name`` may be used as a dataset or index name."""
-    return bool(NAME_RE.match(name))
 
 
 def catalog_events(dataset: str) -> str:

@@ -13,28 +13,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.messages import Message
+from schemas.messages import Int, Message
+from schemas.subjects import Name
 
 Metric = Literal["cosine", "l2", "ip"]
 
 
-class IndexSpec(Message):
-    """An index definition, the last message on ``lakehouse.indexes.<name>``."""
+class IndexDefinition(BaseModel):
+    """What whoever creates an index chooses (``POST /v1/vectors/indexes`` takes exactly this)."""
 
-    name: str = Field(description="Index name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
-    dim: int = Field(ge=1, le=8192, description="Vector dimension.", examples=[384])
+    name: Name = Field(description="Index name.", examples=["workers"])
+    dim: Int = Field(ge=1, le=8192, description="Vector dimension.", examples=[384])
     metric: Metric = Field("cosine", description="cosine, l2 or ip (inner product).")
-    partitions: int = Field(4, ge=1, le=256, description="Fixed at creation.", examples=[4])
-    M: int = Field(16, ge=2, le=128, description="HNSW graph degree.")
-    ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build beam width.")
-    ef_search: int = Field(64, ge=1, le=4096, description="Default search beam width.")
+    partitions: Int = Field(4, ge=1, le=256, description="Fixed at creation.", examples=[4])
+    M: Int = Field(16, ge=2, le=128, description="HNSW graph degree.")
+    ef_construction: Int = Field(200, ge=8, le=4096, description="HNSW build beam width.")
+    ef_search: Int = Field(64, ge=1, le=4096, description="Default search beam width.")
     model: str | None = Field(
         None,
         description="Embedding model for text items/queries (None: vectors only).",
         examples=["all-MiniLM-L6-v2"],
     )
-    dataset: str | None = Field(None, description="Dataset the items come from (for filters).")
-    id_column: str | None = Field(None, description="Column of ``dataset`` holding item ids.")
+    dataset: Name | None = Field(None, description="Dataset the items come from (for filters).")
+    id_column: str | None = Field(
+        None, min_length=1, description="Column of ``dataset`` holding item ids."
+    )
+
+
+class IndexSpec(Message, IndexDefinition):
+    """An index definition, the last message on ``lakehouse.indexes.<name>``."""
+
     deleted: bool = Field(False, description="True on the tombstone of a deleted index.")
     created_at: datetime | None = Field(None, description="When it was created (UTC).")
 
@@ -49,7 +57,7 @@ class EmbedRequest(Message):
     """``lakehouse.embed.requests.<index>``: texts to embed and add (upsert by id)."""
 
     batch_id: str = Field(description="Deterministic batch id (dedupe).", examples=["job1-0"])
-    index: str = Field(description="Target index.", examples=["workers"])
+    index: Name = Field(description="Target index.", examples=["workers"])
     items: list[TextItem] = Field(description="Items to embed.")
     job_id: str | None = Field(
         None, description="Job to report progress on: lakehouse.jobs.<job_id>.embed.<batch_id>."

@@ -1,22 +1,23 @@
-"""Fixtures: real nats-server and SeaweedFS S3 on free ports, settings and process factories."""
+"""Fixtures: real nats-server and SeaweedFS S3 on free ports, settings, project processes
+(``spawn``, ``gateway``), whole stacks (``stack``, ``make_stack``) and one worker kind in
+the test's own event loop (``harness``)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import functools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from lakehouse.devtools import testing
 from lakehouse.devtools.servers import NatsServer, SeaweedS3, wait_until
-from lakehouse.platform.config import Settings, child_env, load_settings
-from lakehouse.platform.procs import REPO_ROOT, free_port
+from lakehouse.devtools.stack import Proc, Stack, merged, project_env
+from lakehouse.platform.config import Settings, load_settings
+from lakehouse.platform.procs import free_port
 
 
 @pytest.fixture
@@ -39,78 +40,38 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+def settings_under(
+    root: Path,
+    server: NatsServer | None = None,
+    backend: str = "file",
+    seaweed: SeaweedS3 | None = None,
+    **kw: Any,
+) -> Settings:
+    """Settings with their own data dir under ``root``; ``backend='s3'`` gives a fresh
+    bucket; ``kw`` overrides sections one level deep."""
+    storage: dict[str, Any] = {}
+    if backend == "s3":
+        assert seaweed is not None, "backend='s3' needs the seaweed fixture"
+        storage = {
+            "url": f"s3://{unique('bkt')}",
+            "s3_endpoint": seaweed.endpoint,
+            "s3_access_key": seaweed.access_key,
+            "s3_secret_key": seaweed.secret_key,
+            "s3_part_size": 5 << 20,
+        }
+    overrides: dict[str, Any] = {
+        "data_dir": root / "data",
+        "storage": storage or None,
+        "nats": {"url": server.url} if server else None,
+        "workers": {"ack_wait": 2.0, "backoff_base": 0.05, "backoff_max": 0.2},
+    }
+    return load_settings(root / "no-such.toml", **merged(overrides, kw))
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test: its own data dir; ``backend='s3'`` gives a fresh bucket."""
-
-    def factory(
-        server: NatsServer | None = None,
-        backend: str = "file",
-        seaweed: SeaweedS3 | None = None,
-        **kw: Any,
-    ) -> Settings:
-        storage: dict[str, Any] = {}
-        if backend == "s3":
-            assert seaweed is not None, "backend='s3' needs the seaweed fixture"
-            storage = {
-                "url": f"s3://{unique('bkt')}",
-                "s3_endpoint": seaweed.endpoint,
-                "s3_access_key": seaweed.access_key,
-                "s3_secret_key": seaweed.secret_key,
-                "s3_part_size": 5 << 20,
-            }
-        overrides: dict[str, Any] = {
-            "data_dir": tmp_path / "data",
-            "storage": storage or None,
-            "nats": {"url": server.url} if server else None,
-            "workers": {"ack_wait": 2.0, "backoff_base": 0.05, "backoff_max": 0.2},
-        }
-        for key, value in kw.items():
-            if isinstance(value, dict) and isinstance(overrides.get(key), dict):
-                overrides[key] = {**overrides[key], **value}
-            else:
-                overrides[key] = value
-        return load_settings(tmp_path / "no-such.toml", **overrides)
-
-    return factory
-
-
-class Proc:
-    """A child process of the project (``python -m lakehouse ...``) with captured stderr."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._fh = log.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", *argv],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.popen.send_signal(sig)
-
-    def wait(self, timeout: float = 30) -> int:
-        return self.popen.wait(timeout)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._fh.close()
+    return functools.partial(settings_under, tmp_path)
 
 
 @pytest.fixture
@@ -119,14 +80,14 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
     def factory(settings: Settings, *argv: str, env: dict[str, str] | None = None) -> Proc:
-        full_env = {**os.environ, **child_env(settings), "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.pop("LAKEHOUSE_CONFIG", None)
         log = tmp_path / f"proc-{len(procs)}-{argv[0]}.log"
-        proc = Proc(list(argv), full_env, log)
+        proc = Proc(list(argv), project_env(settings, **(env or {})), log)
         procs.append(proc)
         return proc
 
     yield factory
+    for p in procs:
+        p.terminate()
     for p in procs:
         p.stop()
 
@@ -138,23 +99,114 @@ def gateway(
     """Start a real gateway (uvicorn subprocess) for ``settings``; returns its base URL."""
 
     def factory(settings: Settings) -> str:
-        port = free_port()
-        settings.gateway.port = port
-        proc = spawn(settings, "gateway")
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            if proc.popen.poll() is not None:
-                raise AssertionError(f"gateway exited:\n{proc.output()}")
-            try:
-                return httpx.get(f"{base}/docs", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, timeout=30, what="gateway to serve")
-        return base
+        settings.gateway.port = free_port()
+        return serving(spawn(settings, "gateway"), settings)
 
     return factory
+
+
+def serving(proc: Proc, settings: Settings) -> str:
+    """Wait until the gateway ``proc``, started with ``settings``, serves; its base URL."""
+    base = f"http://127.0.0.1:{settings.gateway.port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited:\n{proc.output()}")
+        try:
+            return httpx.get(f"{base}/docs", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=30, what="gateway to serve")
+    return base
+
+
+KINDS = ("catalog", "ingest", "query")
+
+
+@pytest.fixture
+def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """``make_stack(kinds, overrides=..., backend="s3")``: a running :class:`Stack` under
+    this test's tmp dir (``backend="s3"``: on the session's SeaweedFS); all stopped at
+    teardown."""
+    started: list[Stack] = []
+
+    def factory(
+        kinds: tuple[str, ...] = KINDS,
+        *,
+        overrides: dict[str, Any] | None = None,
+        backend: str = "file",
+        root: Path | None = None,
+    ) -> Stack:
+        seaweed = request.getfixturevalue("seaweed") if backend == "s3" else None
+        s = Stack(
+            root or tmp_path / f"stack{len(started)}",
+            backend=backend,
+            seaweed=seaweed,
+            overrides=overrides or {},
+        )
+        started.append(s)
+        return s.start(tuple(kinds))
+
+    yield factory
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def _shared_stacks() -> Iterator[dict[str, Stack]]:
+    stacks: dict[str, Stack] = {}
+    yield stacks
+    for s in stacks.values():
+        s.stop()
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A running stack (gateway, nats-server, one process per kind), configured by the
+    nearest ``@pytest.mark.stack(kinds=..., overrides=..., backend=..., shared=...)`` and an
+    indirect parameter: a backend name, or a dict of those keywords, e.g.
+    ``@pytest.mark.parametrize("stack", ["file", "s3"], indirect=True)``. Fresh for each
+    test, unless ``shared=True``: then one per module and configuration (its tests must not
+    depend on each other's data)."""
+    marker = request.node.get_closest_marker("stack")
+    config: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    param = getattr(request, "param", None)
+    if isinstance(param, str):
+        config["backend"] = param
+    elif isinstance(param, dict):
+        config.update(param)
+    shared = config.pop("shared", False)
+    if not shared:
+        yield request.getfixturevalue("make_stack")(**config)
+        return
+    stacks: dict[str, Stack] = request.getfixturevalue("_shared_stacks")
+    key = repr(sorted(config.items()))
+    if key not in stacks:
+        root = request.getfixturevalue("tmp_path_factory").mktemp("stack")
+        seaweed = request.getfixturevalue("seaweed") if config.get("backend") == "s3" else None
+        kinds = tuple(config.pop("kinds", KINDS))
+        stacks[key] = Stack(root, seaweed=seaweed, **config).start(kinds)
+    yield stacks[key]
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[testing.Harness]:
+    """A real nats-server with the streams provisioned; ``async with harness.worker(kind)``
+    runs that kind's handlers in this test's event loop (see lakehouse.devtools.testing)."""
+    async with testing.harness(tmp_path / "harness") as h:
+        yield h
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on SeaweedFS (a parameter "s3", or the ``seaweed`` fixture) is slow: the
+    server alone takes seconds to start."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec else ()
+        s3 = any(isinstance(v, str) and v == "s3" for v in params)
+        if s3 or "seaweed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lakehouse.platform.procs import REPO_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_bench_quick_produces_every_number(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,14 +16,9 @@ from lakehouse.devtools.servers import eventually, wait_until
 from lakehouse.devtools.stack import Stack
 from schemas import subjects as S
 
+pytestmark = pytest.mark.slow
+
 CSV = b"id,name\n1,Alice\n2,Bob\n"
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "stack").start(("catalog", "ingest", "query"))
-    yield s
-    s.stop()
 
 
 def register_body(name: str, fp: str, request_id: str) -> bytes:
@@ -75,14 +69,14 @@ async def test_racing_catalog_replicas_serialize_registers(stack: Stack) -> None
 def test_restart_catalog_and_query_workers_keeps_state(stack: Stack) -> None:
     with stack.client() as c:
         assert c.post("/v1/ingest?name=keep", content=CSV).status_code == 200
-        before = c.get("/v1/catalog/list").json()
+        before = c.get("/v1/catalog").json()
     stack.kill("catalog")
     stack.kill("query")
     stack.spawn("catalog", "worker", "catalog")
     stack.spawn("query", "worker", "query")
     wait_until(stack.healthy, timeout=30, what="restarted workers")
     with stack.client() as c:
-        assert c.get("/v1/catalog/list").json() == before
+        assert c.get("/v1/catalog").json() == before
         r = c.post("/v1/sql", json={"sql": "SELECT name FROM keep ORDER BY id"})
         assert r.json()["rows"] == [["Alice"], ["Bob"]]
 
@@ -92,7 +86,7 @@ def test_catalog_restore_after_nats_store_loss(stack: Stack, tmp_path: Path) -> 
         assert c.post("/v1/ingest?name=survivor", content=CSV).status_code == 200
         more = b"id,name\n3,Carol\n4,Dan\n"
         assert c.post("/v1/ingest?name=survivor&mode=append", content=more).status_code == 200
-        manifest = c.get("/v1/catalog/manifest/survivor").json()
+        manifest = c.get("/v1/catalog/survivor").json()
     # Lose the whole NATS store: a new, empty server on the same port.
     stack.kill("catalog")
     stack.kill("query")
@@ -108,7 +102,7 @@ def test_catalog_restore_after_nats_store_loss(stack: Stack, tmp_path: Path) -> 
     stack.spawn("query", "worker", "query")
     wait_until(lambda: stack.healthy({"catalog": 1, "query": 1}), timeout=60, what="workers")
     with stack.client() as c:
-        assert c.get("/v1/catalog/manifest/survivor").json() == manifest
+        assert c.get("/v1/catalog/survivor").json() == manifest
         r = c.post("/v1/sql", json={"sql": "SELECT count(*) FROM survivor"})
         assert r.json()["rows"] == [[4]]
     assert "restored 0 dataset(s)" in stack.cli("catalog", "restore")  # idempotent
@@ -124,8 +118,7 @@ def test_gc_deletes_only_unreferenced_objects(stack: Stack) -> None:
         out = stack.cli("gc", "--grace", "0")
         assert f"deleted: {live}" in out and "deleted: datasets/gcme/stray/orphan.parquet" in out
         keys = [
-            o["key"]
-            for o in c.get("/v1/storage/list", params={"prefix": "datasets/"}).json()["objects"]
+            o["key"] for o in c.get("/v1/storage", params={"prefix": "datasets/"}).json()["objects"]
         ]
         assert newer in keys and live not in keys
         assert c.post("/v1/sql", json={"sql": "SELECT count(*) FROM gcme"}).json()["rows"] == [[3]]

@@ -38,6 +38,7 @@ def lakehouse(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # each command waits out its 5 s connect deadline
 def test_commands_pointed_at_nothing_print_one_line_and_exit_2(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
     procs = [

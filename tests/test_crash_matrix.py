@@ -32,6 +32,8 @@ from lakehouse.ops.verify import expected_index_digest
 from lakehouse.vectors import batches
 from tests.support.recovery import record
 
+pytestmark = pytest.mark.slow
+
 SEED = 20261126
 DIM, PARTS = 32, 4
 
@@ -113,10 +115,10 @@ def no_orphans(stack: Stack) -> None:
         keys = {
             o["key"]
             for prefix in ("datasets/", "staging/")
-            for o in c.get("/v1/storage/list", params={"prefix": prefix}).json()["objects"]
+            for o in c.get("/v1/storage", params={"prefix": prefix}).json()["objects"]
         }
         referenced = {
-            o["key"] for d in c.get("/v1/catalog/list").json()["datasets"] for o in d["objects"]
+            o["key"] for d in c.get("/v1/catalog").json()["datasets"] for o in d["objects"]
         }
     assert keys == referenced
 
@@ -140,7 +142,7 @@ def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
 
 def create_index(stack: Stack, name: str, dim: int = DIM) -> None:
     r = httpx.post(
-        f"{stack.base}/v1/vectors/index",
+        f"{stack.base}/v1/vectors/indexes",
         json={"name": name, "dim": dim, "partitions": PARTS},
         timeout=10,
     )
@@ -150,7 +152,7 @@ def create_index(stack: Stack, name: str, dim: int = DIM) -> None:
 def index_count(stack: Stack, name: str) -> int:
     """Live vectors in the index; -1 while a partition has no owner or the gateway is away."""
     try:
-        r = httpx.get(f"{stack.base}/v1/vectors/index/{name}", timeout=10).json()
+        r = httpx.get(f"{stack.base}/v1/vectors/indexes/{name}", timeout=10).json()
         return int(r["count"]) if not r["missing_partitions"] else -1
     except (httpx.HTTPError, KeyError, ValueError):
         return -1
@@ -431,7 +433,7 @@ def texts(n: int) -> list[dict[str, str]]:
 def add_texts(stack: Stack, name: str, items: list[dict[str, str]]) -> None:
     with stack.client() as c:
         for s in range(0, len(items), 100):
-            r = c.post(f"/v1/vectors/index/{name}/add", json={"items": items[s : s + 100]})
+            r = c.post(f"/v1/vectors/indexes/{name}/items", json={"items": items[s : s + 100]})
             assert r.status_code in (200, 202), r.text
 
 
@@ -522,7 +524,7 @@ def test_gateway_sigterm_during_streamed_upload(tmp_path: Path) -> None:
         stack.spawn("gateway", "gateway")
         wait_until(stack.healthy, timeout=30, interval=0.1)
         took = time.monotonic() - began
-        assert httpx.get(f"{stack.base}/v1/catalog/manifest/cut").status_code == 404
+        assert httpx.get(f"{stack.base}/v1/catalog/cut").status_code == 404
         objects = stack.settings.data_dir / "objects"
         leftovers = [*objects.glob("staging/*"), *objects.glob(".lakehouse-tmp/*")]
         assert leftovers == []  # before any gc: the cut upload left nothing behind

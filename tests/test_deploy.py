@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from typer.main import get_command
 
-from lakehouse.ops.cli import app
+from lakehouse.ops.cli.main import app
 from lakehouse.platform.procs import REPO_ROOT
 from workers import KINDS
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import nats
@@ -15,12 +13,7 @@ import pytest
 from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "stack").start()
-    yield s
-    s.stop()
+pytestmark = pytest.mark.slow
 
 
 def publish(stack: Stack, job: str, key: str) -> None:

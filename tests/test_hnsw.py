@@ -1,13 +1,22 @@
-"""Partition internals: filtered (subset) search is exact with and without the int8 mirror."""
+"""Partition internals, in process: filtered (subset) search, exact with and without the int8
+mirror and through hnswlib's filter callback; delete and revive; the reader/writer lock under
+concurrent searches and adds, and a waiting writer that readers cannot starve."""
 
 from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lakehouse.devtools.bench.data import clustered
+from lakehouse.devtools.servers import wait_until
 from lakehouse.vectors.batches import Batch
-from lakehouse.vectors.partition import Partition
+from lakehouse.vectors.partition import Partition, RWLock
 from schemas.vectors import IndexSpec
 
 
@@ -28,3 +37,206 @@ def test_subset_search_is_exact(mirror: bool) -> None:
         d = 1 - unit[allowed] @ (q / np.linalg.norm(q))
         want = [ids[allowed[i]] for i in np.argsort(d)[:10]]
         assert got == want
+
+
+def upserts(ids: list[str], vectors: np.ndarray, meta: list[Any] | None = None) -> Batch:
+    return Batch(ids, ["upsert"] * len(ids), vectors, meta or [None] * len(ids))
+
+
+def deletes(ids: list[str], dim: int) -> Batch:
+    return Batch(
+        ids, ["delete"] * len(ids), np.zeros((len(ids), dim), np.float32), [None] * len(ids)
+    )
+
+
+class KnnSpy:
+    """hnswlib's index with every ``knn_query`` call's keyword arguments recorded."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.calls: list[dict[str, Any]] = []
+
+    def knn_query(self, *args: Any, **kw: Any) -> Any:
+        self.calls.append(kw)
+        return self.index.knn_query(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+
+def test_large_subset_search_goes_through_the_filter_callback() -> None:
+    n, dim = 4000, 32
+    data = clustered(n, dim, centers=40)
+    part = Partition(IndexSpec(name="unit", dim=dim, partitions=1), 0, threads=1)
+    ids = [f"i{i}" for i in range(n)]
+    part.apply(upserts(ids, data), seq=1)
+    rng = np.random.default_rng(5)
+    allowed = set(rng.choice(n, n // 2, replace=False).tolist())
+    gone = sorted(allowed)[:200]  # allowed by the filter but deleted since
+    part.apply(deletes([ids[i] for i in gone], dim), seq=2)
+    live = sorted(allowed - set(gone))
+    spy = KnnSpy(part.index)
+    part.index = spy
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    scores = []
+    for q in clustered(20, dim, centers=40, sample=6):
+        got = part.search_subset(q, [ids[i] for i in sorted(allowed)], 10, exact_max=500)
+        assert len(got) == 10
+        assert {item for item, _, _ in got} <= {ids[i] for i in live}  # filtered, no deleted
+        d = 1 - unit[live] @ (q / np.linalg.norm(q))
+        want = {ids[live[i]] for i in np.argsort(d)[:10]}
+        scores.append(len(want & {item for item, _, _ in got}) / 10)
+        # The unfiltered neighbourhood has items outside the subset: the filter mattered.
+        nearest = np.argsort(1 - unit @ (q / np.linalg.norm(q)))[:10]
+        assert not set(nearest.tolist()) <= set(live)
+    assert [callable(c.get("filter")) for c in spy.calls] == [True] * 20
+    assert np.mean(scores) >= 0.9
+
+
+def test_delete_then_revive_an_id(tmp_path: Path) -> None:
+    dim = 8
+    spec = IndexSpec(name="unit", dim=dim, partitions=1, metric="l2")
+    part = Partition(spec, 0, threads=1)
+    eye = np.eye(dim, dtype=np.float32)
+    part.apply(upserts(["a", "b", "c"], eye[:3], [{"v": 1}, {"v": 1}, {"v": 1}]), seq=1)
+    part.apply(deletes(["b"], dim), seq=2)
+    assert part.count == 2 and part.live_ids() == ["a", "c"]
+    assert "b" not in [item for item, _, _ in part.search(eye[1], 3)]
+    assert part.search_subset(eye[1], ["b"], 3) == []
+    # The snapshot keeps the deletion; a reloaded partition revives the id in place.
+    graph, table = part.save(tmp_path)
+    part = Partition.load(spec, 0, graph, table, threads=1)
+    assert part.count == 2 and part.covered_seq == 2
+    assert "b" not in [item for item, _, _ in part.search(eye[1], 3)]
+    part.apply(upserts(["b"], eye[[5]], [{"v": 2}]), seq=3)
+    assert part.count == 3 and len(part.ids) == 3  # the old label, not a new one
+    [(item, distance, meta)] = part.search(eye[5], 1)
+    assert (item, meta) == ("b", {"v": 2}) and distance < 1e-6
+    assert part.search_subset(eye[5], ["b"], 1)[0][0] == "b"
+    # In one batch the last operation on an id wins.
+    part.apply(Batch(["c", "c"], ["upsert", "delete"], eye[[2, 2]], [None, None]), seq=4)
+    assert part.live_ids() == ["a", "b"]
+
+
+def test_searches_during_adds_are_consistent() -> None:
+    """Readers search the first items while a writer adds many more (resizes included):
+    every answer is complete and sorted, finds the queried item itself, and carries its
+    metadata; the writer and the readers alternate (a handshake after every batch)."""
+    dim, base_n, batches, per_batch = 16, 1000, 12, 500
+    spec = IndexSpec(name="unit", dim=dim, partitions=1, ef_search=200)
+    part = Partition(spec, 0, threads=1, capacity=base_n)
+    base = clustered(base_n, dim, centers=20, seed=1)
+    base[:, 0] = 3.0  # a cone of its own: the added items sit in the opposite one
+    part.apply(
+        upserts([f"b{i}" for i in range(base_n)], base, [{"n": i} for i in range(base_n)]), 1
+    )
+    extra = clustered(batches * per_batch, dim, centers=20, seed=1, sample=2)
+    extra[:, 0] = -3.0  # never nearer to a first item than the other first items
+    errors: list[BaseException] = []
+    searched = threading.Condition()
+    searches = [0]
+    done = threading.Event()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while not done.is_set():
+                i = rng.randrange(base_n)
+                hits = part.search(base[i], 10)
+                assert len(hits) == 10, hits
+                assert [d for _, d, _ in hits] == sorted(d for _, d, _ in hits), hits
+                assert (f"b{i}", {"n": i}) in [(item, meta) for item, _, meta in hits], i
+                assert all(item.startswith("b") for item, _, _ in hits), hits
+                with searched:
+                    searches[0] += 1
+                    searched.notify_all()
+        except BaseException as exc:
+            errors.append(exc)
+            done.set()
+
+    def writer() -> None:
+        try:
+            for b in range(batches):
+                rows = slice(b * per_batch, (b + 1) * per_batch)
+                ids = [f"x{j}" for j in range(rows.start, rows.stop)]
+                part.apply(upserts(ids, extra[rows]), seq=2 + b, chunk=64)
+                with searched:  # let every reader search against this state
+                    want = searches[0] + 3
+                    if not searched.wait_for(lambda w=want: searches[0] >= w or done.is_set(), 30):  # type: ignore[misc]
+                        raise AssertionError("readers made no progress during the adds")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threads if t.is_alive()]
+    done.set()  # lets the readers go when the writer is the one stuck
+    assert stuck == [], "the writer never got the lock (starved by the readers?)"
+    assert errors == []
+    assert part.count == base_n + batches * per_batch
+    assert searches[0] >= 3 * batches
+
+
+class WatchedCondition(threading.Condition):
+    """A condition that counts the threads blocked in ``wait``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting += 1  # the lock is held here
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting -= 1
+
+
+def test_a_waiting_writer_is_not_starved_by_new_readers() -> None:
+    lock = RWLock()
+    cond = lock._cond = WatchedCondition()
+    order: list[str] = []
+    first_in, other_in, release = threading.Event(), threading.Event(), threading.Event()
+
+    def first_reader() -> None:
+        with lock.read():
+            first_in.set()
+            release.wait(30)
+
+    def other_reader() -> None:  # readers share the lock while no writer waits
+        with lock.read():
+            other_in.set()
+
+    def writer() -> None:
+        with lock.write():
+            order.append("writer")
+
+    def late_reader() -> None:
+        with lock.read():
+            order.append("late reader")
+
+    threads = [threading.Thread(target=first_reader)]
+    threads[0].start()
+    assert first_in.wait(10)
+    threads.append(threading.Thread(target=other_reader))
+    threads[-1].start()
+    assert other_in.wait(10)  # entered while the first reader holds the lock
+    threads.append(threading.Thread(target=writer))
+    threads[-1].start()
+    wait_until(lambda: cond.waiting == 1, timeout=10, interval=0.01, what="the writer to wait")
+    threads.append(threading.Thread(target=late_reader))
+    threads[-1].start()
+    # The late reader either queues behind the writer or (a starving lock) walks in.
+    wait_until(lambda: cond.waiting == 2 or order, timeout=10, interval=0.01, what="late reader")
+    assert order == []
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["writer", "late reader"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
 from pathlib import Path
 
+import httpx
+import nats
 import numpy as np
 import pytest
 
@@ -12,15 +14,12 @@ from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
+from schemas import subjects as S
 
 ALL = ("catalog", "ingest", "query", "embed", "vectors")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("hybrid")).start(ALL)
-    yield s
-    s.stop()
+pytestmark = [pytest.mark.slow, pytest.mark.stack(kinds=ALL, shared=True)]
 
 
 def test_filtered_search_recall_at_1_and_0_1_percent(stack: Stack) -> None:
@@ -31,17 +30,18 @@ def test_filtered_search_recall_at_1_and_0_1_percent(stack: Stack) -> None:
     with stack.client(timeout=120) as c:
         assert c.post("/v1/ingest?name=attrs", content=csv.encode()).status_code == 200
         r = c.post(
-            "/v1/vectors/index",
+            "/v1/vectors/indexes",
             json={"name": "filtered", "dim": dim, "dataset": "attrs", "id_column": "id"},
         )
         assert r.status_code == 201, r.text
         for i in range(0, n, 2000):
             items = [{"id": f"v{j}", "vector": data[j].tolist()} for j in range(i, i + 2000)]
             assert (
-                c.post("/v1/vectors/index/filtered/add", json={"items": items}).status_code == 202
+                c.post("/v1/vectors/indexes/filtered/items", json={"items": items}).status_code
+                == 202
             )
         wait_until(
-            lambda: c.get("/v1/vectors/index/filtered").json()["count"] == n,
+            lambda: c.get("/v1/vectors/indexes/filtered").json()["count"] == n,
             timeout=120,
             interval=0.3,
             what="vectors loaded",
@@ -52,7 +52,7 @@ def test_filtered_search_recall_at_1_and_0_1_percent(stack: Stack) -> None:
             scores = []
             for q in queries:
                 r = c.post(
-                    "/v1/vectors/index/filtered/search",
+                    "/v1/vectors/indexes/filtered/search",
                     json={"vector": q.tolist(), "k": 10, "filter": predicate},
                 )
                 assert r.status_code == 200, r.text
@@ -64,15 +64,39 @@ def test_filtered_search_recall_at_1_and_0_1_percent(stack: Stack) -> None:
                 scores.append(len(set(got) & set(truth.tolist())) / 10)
             assert np.mean(scores) >= 0.95, (predicate, np.mean(scores))
         r = c.post(
-            "/v1/vectors/index/filtered/search",
+            "/v1/vectors/indexes/filtered/search",
             json={"vector": queries[0].tolist(), "filter": "bucket = -1"},
         )
         assert r.json()["hits"] == []
         r = c.post(
-            "/v1/vectors/index/filtered/search",
+            "/v1/vectors/indexes/filtered/search",
             json={"vector": queries[0].tolist(), "filter": "nonsense_column = 1"},
         )
         assert r.status_code == 400
+
+
+def applied(c: httpx.Client, name: str) -> dict[int, int]:
+    """Per partition: the last vectors-stream sequence its owner has applied."""
+    body = c.get(f"/v1/vectors/indexes/{name}").json()
+    assert not body["missing_partitions"], body
+    return {p["partition"]: p["covered_seq"] for p in body["partitions_detail"]}
+
+
+def published(stack: Stack, name: str, partitions: list[int]) -> dict[int, int]:
+    """Per partition: the sequence of the last batch published for it."""
+
+    async def go() -> dict[int, int]:
+        nc = await nats.connect(stack.nats_url)
+        try:
+            js = nc.jetstream()
+            return {
+                p: (await js.get_last_msg(S.STREAM_VECTORS, S.vectors(name, p))).seq or 0
+                for p in partitions
+            }
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
 
 
 def test_auto_embed_on_ingest_then_filtered_text_search(stack: Stack, tmp_path: Path) -> None:
@@ -92,16 +116,35 @@ def test_auto_embed_on_ingest_then_filtered_text_search(stack: Stack, tmp_path: 
         assert job["embed_index"] == "staff" and job["embed_batches"] == 2
 
         def embedded() -> bool:
-            return c.get("/v1/vectors/index/staff").json()["count"] == 300
+            return c.get("/v1/vectors/indexes/staff").json()["count"] == 300
 
         wait_until(embedded, timeout=240, interval=0.5, what="auto-embed to finish")
         progress = c.get(f"/v1/jobs/{job['job_id']}").json()["embed"]
         assert progress == {"index": "staff", "batches": 2, "batches_done": 2}
-        # Re-ingesting the same rows adds no duplicates (upsert by id).
-        assert c.post("/v1/ingest", params=params, content=csv.read_bytes()).status_code == 200
-        wait_until(embedded, timeout=240, interval=0.5, what="re-embed")
+        # Re-ingesting the same rows adds no duplicates (upsert by id). Wait for what only
+        # the re-ingest produces: its own job's embed batches, then every partition having
+        # applied the vectors they published.
+        before = applied(c, "staff")
+        r = c.post("/v1/ingest", params=params, content=csv.read_bytes())
+        assert r.status_code == 200, r.text
+        again = r.json()["job_id"]
+        assert again != job["job_id"]
+
+        def re_embedded() -> bool:
+            return c.get(f"/v1/jobs/{again}").json().get("embed", {}).get("batches_done") == 2
+
+        wait_until(re_embedded, timeout=240, interval=0.5, what="re-ingest's embed batches")
+        last = published(stack, "staff", sorted(before))
+        assert all(last[p] > before[p] for p in before)  # it did write to every partition
+        wait_until(
+            lambda: all(seq >= last[p] for p, seq in applied(c, "staff").items()),
+            timeout=120,
+            interval=0.2,
+            what="re-embedded vectors applied",
+        )
+        assert c.get("/v1/vectors/indexes/staff").json()["count"] == 300
         r = c.post(
-            "/v1/vectors/index/staff/search",
+            "/v1/vectors/indexes/staff/search",
             json={"text": "electrician with industrial wiring", "k": 5, "filter": "state = 'IL'"},
         )
         assert r.status_code == 200, r.text

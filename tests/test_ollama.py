@@ -7,9 +7,8 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import nats
 import numpy as np
@@ -20,6 +19,8 @@ from lakehouse.devtools.stack import Stack
 from lakehouse.platform.procs import free_port
 from schemas import subjects as S
 from schemas.messages import DeadLetter
+
+pytestmark = pytest.mark.slow
 
 DIM = 8
 
@@ -62,56 +63,50 @@ def embed_settings(host: str) -> dict[str, object]:
     return {"provider": "ollama", "ollama_host": host, "ollama_dim": DIM, "timeout": 5.0}
 
 
-def test_ollama_provider_embeds_through_api_embed(ollama: str, tmp_path: Path) -> None:
-    stack = Stack(tmp_path / "s", overrides={"embed": embed_settings(ollama)}).start(
-        ("embed", "vectors")
-    )
-    try:
-        with stack.client() as c:
-            r = c.post("/v1/embed", json={"texts": ["forklift driver", "welder"]})
-            assert r.status_code == 200, r.text
-            assert r.json()["dim"] == DIM and r.json()["model"] == "nomic-embed-text"
-            call = FakeOllama.calls[-1]
-            # One call with both texts (the worker sends a batch shortest first).
-            assert (call["model"], sorted(call["input"])) == (
-                "nomic-embed-text",
-                ["forklift driver", "welder"],
-            )
-            assert c.post("/v1/vectors/index", json={"name": "o", "dim": DIM}).status_code == 201
-            items = [{"id": "a", "text": "forklift operator"}, {"id": "b", "text": "welder"}]
-            assert c.post("/v1/vectors/index/o/add", json={"items": items}).status_code == 202
-            wait_until(lambda: c.get("/v1/vectors/index/o").json()["count"] == 2, what="added")
-            hits = c.post("/v1/vectors/index/o/search", json={"text": "welder pipe", "k": 1}).json()
-            assert hits["hits"][0]["id"] == "b"
-    finally:
-        stack.stop()
+def test_ollama_provider_embeds_through_api_embed(
+    ollama: str, make_stack: Callable[..., Stack]
+) -> None:
+    stack = make_stack(("embed", "vectors"), overrides={"embed": embed_settings(ollama)})
+    with stack.client() as c:
+        r = c.post("/v1/embed", json={"texts": ["forklift driver", "welder"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["dim"] == DIM and r.json()["model"] == "nomic-embed-text"
+        call = FakeOllama.calls[-1]
+        # One call with both texts (the worker sends a batch shortest first).
+        assert (call["model"], sorted(call["input"])) == (
+            "nomic-embed-text",
+            ["forklift driver", "welder"],
+        )
+        assert c.post("/v1/vectors/indexes", json={"name": "o", "dim": DIM}).status_code == 201
+        items = [{"id": "a", "text": "forklift operator"}, {"id": "b", "text": "welder"}]
+        assert c.post("/v1/vectors/indexes/o/items", json={"items": items}).status_code == 202
+        wait_until(lambda: c.get("/v1/vectors/indexes/o").json()["count"] == 2, what="added")
+        hits = c.post("/v1/vectors/indexes/o/search", json={"text": "welder pipe", "k": 1}).json()
+        assert hits["hits"][0]["id"] == "b"
 
 
-def test_unreachable_ollama_is_503_and_dead_letters_after_retries(tmp_path: Path) -> None:
+def test_unreachable_ollama_is_503_and_dead_letters_after_retries(
+    make_stack: Callable[..., Stack],
+) -> None:
     host = f"http://127.0.0.1:{free_port()}"
-    stack = Stack(tmp_path / "s", overrides={"embed": embed_settings(host)}).start(
-        ("embed", "vectors")
-    )
-    try:
-        with stack.client() as c:
-            r = c.post("/v1/embed", json={"texts": ["anything"]})
-            assert r.status_code == 503 and "unreachable" in r.json()["detail"]
-            assert c.post("/v1/vectors/index", json={"name": "o", "dim": DIM}).status_code == 201
-            items = [{"id": "a", "text": "never embedded"}]
-            assert c.post("/v1/vectors/index/o/add", json={"items": items}).status_code == 202
+    stack = make_stack(("embed", "vectors"), overrides={"embed": embed_settings(host)})
+    with stack.client() as c:
+        r = c.post("/v1/embed", json={"texts": ["anything"]})
+        assert r.status_code == 503 and "unreachable" in r.json()["detail"]
+        assert c.post("/v1/vectors/indexes", json={"name": "o", "dim": DIM}).status_code == 201
+        items = [{"id": "a", "text": "never embedded"}]
+        assert c.post("/v1/vectors/indexes/o/items", json={"items": items}).status_code == 202
 
-        async def letters() -> list[DeadLetter]:
-            nc = await nats.connect(stack.nats.url)
-            try:
-                msg = await nc.jetstream().get_last_msg(S.STREAM_DLQ, S.dlq("embed"))
-            except Exception:
-                return []
-            finally:
-                await nc.close()
-            return [DeadLetter.model_validate_json(msg.data or b"{}")]
+    async def letters() -> list[DeadLetter]:
+        nc = await nats.connect(stack.nats.url)
+        try:
+            msg = await nc.jetstream().get_last_msg(S.STREAM_DLQ, S.dlq("embed"))
+        except Exception:
+            return []
+        finally:
+            await nc.close()
+        return [DeadLetter.model_validate_json(msg.data or b"{}")]
 
-        found = wait_until(lambda: asyncio.run(letters()), timeout=60, what="dead letter")
-        assert found[0].deliveries == 5 and "unreachable" in found[0].error
-        assert json.loads(base64.b64decode(found[0].payload_b64 or ""))["items"][0]["id"] == "a"
-    finally:
-        stack.stop()
+    found = wait_until(lambda: asyncio.run(letters()), timeout=60, what="dead letter")
+    assert found[0].deliveries == 5 and "unreachable" in found[0].error
+    assert json.loads(base64.b64decode(found[0].payload_b64 or ""))["items"][0]["id"] == "a"

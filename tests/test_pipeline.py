@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,22 +21,17 @@ FIVE = (
 DRIFT = b"id,name,salary\n1,Alice,x\n"
 
 
-@pytest.fixture(scope="module", params=["file", "s3"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    seaweed = request.getfixturevalue("seaweed") if request.param == "s3" else None
-    s = Stack(
-        tmp_path_factory.mktemp(f"stack-{request.param}"),
-        backend=request.param,
-        seaweed=seaweed,
+pytestmark = [
+    pytest.mark.stack(
         overrides={
             "query": {"max_rows": 1000, "timeout": 3.0},
             "ingest": {"max_upload_bytes": 1 << 20},
         },
-    ).start()
-    yield s
-    s.stop()
+        shared=True,
+    ),
+    # Every test on both storage backends, one stack each.
+    pytest.mark.parametrize("stack", ["file", "s3"], indirect=True, scope="module"),
+]
 
 
 def name() -> str:
@@ -88,13 +82,13 @@ def test_g0_smoke(stack: Stack) -> None:
         assert r.status_code == 400 and "no_such_table" in r.json()["detail"]
         assert c.get("/v1/unknown").status_code == 404
 
-        listed = c.get("/v1/catalog/list").json()["datasets"]
+        listed = c.get("/v1/catalog").json()["datasets"]
         assert ds in {m["name"] for m in listed}
-        manifest = c.get(f"/v1/catalog/manifest/{ds}").json()
+        manifest = c.get(f"/v1/catalog/{ds}").json()
         assert manifest["row_count"] == 5 and manifest["revision"] == 2
         assert [o["key"] for o in manifest["objects"]] == [first["key"]]
         # nothing staged is left behind
-        assert c.get("/v1/storage/list", params={"prefix": "staging/"}).json()["objects"] == []
+        assert c.get("/v1/storage", params={"prefix": "staging/"}).json()["objects"] == []
 
 
 def test_append_mode_and_history_and_delete(stack: Stack) -> None:
@@ -113,7 +107,7 @@ def test_append_mode_and_history_and_delete(stack: Stack) -> None:
         assert c.delete(f"/v1/catalog/{ds}").status_code == 200
         r = c.post("/v1/sql", json={"sql": f"SELECT * FROM {ds}"})
         assert r.status_code == 400  # the view is gone
-        assert c.get(f"/v1/catalog/manifest/{ds}").status_code == 404
+        assert c.get(f"/v1/catalog/{ds}").status_code == 404
         assert [e["type"] for e in c.get(f"/v1/catalog/{ds}/history").json()["events"]] == [
             "registered",
             "registered",
@@ -137,17 +131,15 @@ def test_bad_csv_fails_precisely_and_leaves_nothing(stack: Stack, body: bytes, n
         r = c.post(f"/v1/ingest?name={ds}", content=body)
         assert r.status_code == 400, r.text
         assert needle in r.json()["detail"]
-        assert c.get(f"/v1/catalog/manifest/{ds}").status_code == 404
-        assert (
-            c.get("/v1/storage/list", params={"prefix": f"datasets/{ds}/"}).json()["objects"] == []
-        )
-        assert c.get("/v1/storage/list", params={"prefix": "staging/"}).json()["objects"] == []
+        assert c.get(f"/v1/catalog/{ds}").status_code == 404
+        assert c.get("/v1/storage", params={"prefix": f"datasets/{ds}/"}).json()["objects"] == []
+        assert c.get("/v1/storage", params={"prefix": "staging/"}).json()["objects"] == []
 
 
 def test_bad_names_are_400(stack: Stack) -> None:
     with stack.client() as c:
         assert c.post("/v1/ingest?name=bad.name", content=FIVE).status_code == 400
-        assert c.get("/v1/catalog/manifest/bad.name").status_code == 400
+        assert c.get("/v1/catalog/bad.name").status_code == 400
 
 
 def test_read_your_writes_50_times(stack: Stack) -> None:
@@ -295,15 +287,15 @@ def test_upload_over_cap_is_413_and_leaves_nothing(stack: Stack) -> None:
 
         r = c.post(f"/v1/ingest?name={ds}", content=chunks())  # chunked: no Content-Length
         assert r.status_code == 413, r.text
-        assert c.get("/v1/storage/list", params={"prefix": "staging/"}).json()["objects"] == []
-        assert c.get(f"/v1/catalog/manifest/{ds}").status_code == 404
+        assert c.get("/v1/storage", params={"prefix": "staging/"}).json()["objects"] == []
+        assert c.get(f"/v1/catalog/{ds}").status_code == 404
 
 
 def test_a_bad_manifest_does_not_block_other_views(stack: Stack) -> None:
     ghost, good = name(), name()
     with stack.client() as c:
         r = c.post(
-            "/v1/catalog/register",
+            "/v1/catalog",
             json={
                 "name": ghost,
                 "schema_fingerprint": "f" * 64,

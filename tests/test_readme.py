@@ -7,9 +7,9 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
+import pytest
 
 from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
@@ -58,37 +58,35 @@ def test_storage_examples_run(
     assert '"docs/sample.csv"' in out.stdout
 
 
-def test_ingest_sql_and_nats_examples_run(tmp_path: Path) -> None:
-    stack = Stack(tmp_path / "stack").start(("catalog", "ingest", "query", "embed", "vectors"))
-    try:
-        [example] = [b for b in blocks("sh example") if "/v1/ingest" in b]
-        out = run_block(example, stack.base)
-        assert out.returncode == 0, out.stderr
-        assert '"row_count":2' in out.stdout.replace(" ", "")
-        assert '[["Alice"],["Bob"]]' in out.stdout.replace(" ", "")
+@pytest.mark.slow
+def test_ingest_sql_and_nats_examples_run(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(("catalog", "ingest", "query", "embed", "vectors"))
+    [example] = [b for b in blocks("sh example") if "/v1/ingest" in b]
+    out = run_block(example, stack.base)
+    assert out.returncode == 0, out.stderr
+    assert '"row_count":2' in out.stdout.replace(" ", "")
+    assert '[["Alice"],["Bob"]]' in out.stdout.replace(" ", "")
 
-        [code] = blocks("python example-nats")
-        scope: dict[str, object] = {}
-        exec(compile(code, "README.md", "exec"), scope)
-        asyncio.run(scope["main"](stack.base, stack.nats.url))  # type: ignore[operator]
+    [code] = blocks("python example-nats")
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    asyncio.run(scope["main"](stack.base, stack.nats.url))  # type: ignore[operator]
 
-        def queryable() -> bool:
-            r = httpx.post(f"{stack.base}/v1/sql", json={"sql": "SELECT name FROM upstream_people"})
-            return r.status_code == 200 and r.json()["rows"] == [["Alice"]]
+    def queryable() -> bool:
+        r = httpx.post(f"{stack.base}/v1/sql", json={"sql": "SELECT name FROM upstream_people"})
+        return r.status_code == 200 and r.json()["rows"] == [["Alice"]]
 
-        wait_until(queryable, timeout=30, what="upstream dataset to be queryable")
+    wait_until(queryable, timeout=30, what="upstream dataset to be queryable")
 
-        [vec_example] = blocks("sh example-vectors")
-        out = run_block(vec_example, stack.base)
-        assert out.returncode == 0, out.stderr
+    [vec_example] = blocks("sh example-vectors")
+    out = run_block(vec_example, stack.base)
+    assert out.returncode == 0, out.stderr
 
-        def found() -> bool:
-            r = httpx.post(
-                f"{stack.base}/v1/vectors/index/people/search",
-                json={"text": "electrician with industrial wiring", "k": 1},
-            )
-            return r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["1"]
+    def found() -> bool:
+        r = httpx.post(
+            f"{stack.base}/v1/vectors/indexes/people/search",
+            json={"text": "electrician with industrial wiring", "k": 1},
+        )
+        return r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["1"]
 
-        wait_until(found, timeout=60, what="README vector example to find the electrician")
-    finally:
-        stack.stop()
+    wait_until(found, timeout=60, what="README vector example to find the electrician")

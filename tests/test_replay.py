@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -30,14 +29,13 @@ def csv(rows: int, offset: int = 0) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path / "stack",
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.stack(
+        kinds=("catalog", "ingest", "query", "vectors"),
         overrides={"vectors": {"threads": 1, "snapshot_every": 1.0, "snapshot_min_changes": 500}},
-    ).start(("catalog", "ingest", "query", "vectors"))
-    yield s
-    s.stop()
+    ),
+]
 
 
 def sql(stack: Stack, query: str) -> list[list[object]]:
@@ -54,17 +52,20 @@ def test_replay_and_verify(stack: Stack, tmp_path: Path) -> None:
         assert c.post("/v1/ingest?name=gamma", content=csv(10)).status_code == 200
         assert c.post("/v1/ingest?name=gamma&mode=append", content=csv(5, 10)).status_code == 200
         assert c.delete("/v1/catalog/beta").status_code == 200
-        r = c.post("/v1/vectors/index", json={"name": "vec", "dim": DIM, "partitions": PARTS})
+        r = c.post("/v1/vectors/indexes", json={"name": "vec", "dim": DIM, "partitions": PARTS})
         assert r.status_code == 201
     data = clustered(N, DIM, centers=60)
     asyncio.run(load(stack, "vec", data, parts=PARTS))
     # Deletes and re-upserts exercise the id fold: v0..v99 deleted, v0..v9 back.
     with stack.client() as c:
         ids = [f"v{i}" for i in range(100)]
-        r = c.request("DELETE", "/v1/vectors/index/vec/items", json={"ids": ids})
+        r = c.request("DELETE", "/v1/vectors/indexes/vec/items", json={"ids": ids})
         assert r.status_code in (200, 202), r.text
         items = [{"id": f"v{i}", "vector": data[i].tolist()} for i in range(10)]
-        assert c.post("/v1/vectors/index/vec/add", json={"items": items}).status_code in (200, 202)
+        assert c.post("/v1/vectors/indexes/vec/items", json={"items": items}).status_code in (
+            200,
+            202,
+        )
 
     # verify: rebuilt == live, and the independently known state.
     expect = {
@@ -117,7 +118,7 @@ def test_replay_and_verify(stack: Stack, tmp_path: Path) -> None:
         for q in queries:
             hits = [h for part in parts for h in part.search(q, 10)]
             mine = [i for i, _, _ in sorted(hits, key=lambda h: h[1])[:10]]
-            r = c.post("/v1/vectors/index/vec/search", json={"vector": q.tolist(), "k": 10})
+            r = c.post("/v1/vectors/indexes/vec/search", json={"vector": q.tolist(), "k": 10})
             assert [h["id"] for h in r.json()["hits"]] == mine
 
     # Live replay of a range of vector batches: idempotent, verify still clean.
@@ -147,7 +148,7 @@ def test_replay_and_verify(stack: Stack, tmp_path: Path) -> None:
 def test_verify_names_the_partition_that_differs(stack: Stack) -> None:
     """The log loses a batch the live worker already applied: verify reports the partition."""
     with stack.client() as c:
-        r = c.post("/v1/vectors/index", json={"name": "lost", "dim": DIM, "partitions": PARTS})
+        r = c.post("/v1/vectors/indexes", json={"name": "lost", "dim": DIM, "partitions": PARTS})
         assert r.status_code == 201
     data = clustered(900, DIM, centers=30)
     asyncio.run(load(stack, "lost", data, parts=PARTS))

@@ -13,12 +13,13 @@ import nats
 import pytest
 
 from lakehouse.devtools.servers import NatsServer, eventually
+from lakehouse.devtools.stack import Proc
 from lakehouse.platform.bus import STREAMS, StreamSpec, provision
 from lakehouse.platform.config import Settings
 from lakehouse.platform.runtime import Runtime
 from schemas import subjects as S
 from schemas.messages import DeadLetter
-from tests.conftest import Proc, unique
+from tests.conftest import unique
 from tests.support.probe import ProbeWorker
 
 PROBE = "tests.support.probe:ProbeWorker"
@@ -139,7 +140,7 @@ async def test_kill_9_mid_handler_is_redelivered_to_another_replica_once(
     started = await eventually(lambda: list(out.glob("m1.started.*.1")), what="first delivery")
     victim_pid = int(started[0].name.split(".")[2])
     victim, survivor = (a, b) if a.pid == victim_pid else (b, a)
-    victim.signal(signal.SIGKILL)
+    victim.send_signal(signal.SIGKILL)
     victim.wait()
     # ack_wait is 2 s in tests: the survivor gets delivery 2 and completes it.
     await eventually(lambda: effects(out), timeout=20, what="redelivered message to complete")
@@ -165,7 +166,7 @@ async def test_sigterm_finishes_in_flight_handler_and_acks(
     await eventually(lambda: "worker ready" in worker.output(), what="worker ready")
     await publish(nats_server.url, probe_env["PROBE_SUBJECT"], {"id": "slow", "sleep": 1.5})
     await eventually(lambda: list(out.glob("slow.started.*")), what="handler to start")
-    worker.signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert effects(out) == [f"slow {worker.pid}"]
     assert await consumer_state(nats_server.url, probe_env["PROBE_STREAM"]) == (0, 0)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from lakehouse.devtools.servers import eventually
 from lakehouse.platform.procs import REPO_ROOT, free_port
 from tests.conftest import unique
 from workers import KINDS
+
+pytestmark = pytest.mark.slow
 
 PROBE = "tests.support.probe:ProbeWorker"
 

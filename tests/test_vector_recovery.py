@@ -7,8 +7,6 @@ import asyncio
 import shutil
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import nats
@@ -23,20 +21,19 @@ from lakehouse.vectors import batches
 DIM, N, PARTS = 32, 50_000, 4
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path / "stack",
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.stack(
+        kinds=("vectors",),
         overrides={
             "vectors": {"snapshot_every": 1.0, "snapshot_min_changes": 2000, "lease_ttl": 3.0}
         },
-    ).start(("vectors",))
-    yield s
-    s.stop()
+    ),
+]
 
 
 def stats(stack: Stack, name: str) -> dict:  # type: ignore[type-arg]
-    return httpx.get(f"{stack.base}/v1/vectors/index/{name}", timeout=10).json()  # type: ignore[no-any-return]
+    return httpx.get(f"{stack.base}/v1/vectors/indexes/{name}", timeout=10).json()  # type: ignore[no-any-return]
 
 
 async def load(
@@ -53,14 +50,14 @@ def check_search(stack: Stack, name: str, data: np.ndarray) -> None:
     with httpx.Client(base_url=stack.base, timeout=10) as c:
         for i in (0, 777, 12_345, N - 1):
             r = c.post(
-                f"/v1/vectors/index/{name}/search", json={"vector": data[i].tolist(), "k": 3}
+                f"/v1/vectors/indexes/{name}/search", json={"vector": data[i].tolist(), "k": 3}
             ).json()
             assert not r["partial"] and r["hits"][0]["id"] == f"v{i}"
 
 
 def create(stack: Stack, name: str) -> None:
     r = httpx.post(
-        f"{stack.base}/v1/vectors/index", json={"name": name, "dim": DIM, "partitions": PARTS}
+        f"{stack.base}/v1/vectors/indexes", json={"name": name, "dim": DIM, "partitions": PARTS}
     )
     assert r.status_code == 201, r.text
 

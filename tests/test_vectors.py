@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import nats
@@ -17,25 +15,22 @@ from lakehouse.devtools.bench.data import clustered, exact_topk, recall
 from lakehouse.devtools.datagen import iter_rows
 from lakehouse.devtools.servers import eventually, wait_until
 from lakehouse.devtools.stack import Stack
+from lakehouse.devtools.testing import dead_letters, inline_payload
 from lakehouse.vectors.batches import encode, partition_of
+from schemas.messages import DeadLetter
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("vstack")).start(("embed", "vectors"))
-    yield s
-    s.stop()
+pytestmark = pytest.mark.stack(kinds=("embed", "vectors"), shared=True)
 
 
 def new_index(c: httpx.Client, dim: int, **kw: object) -> str:
     name = f"ix_{uuid.uuid4().hex[:8]}"
-    r = c.post("/v1/vectors/index", json={"name": name, "dim": dim, **kw})
+    r = c.post("/v1/vectors/indexes", json={"name": name, "dim": dim, **kw})
     assert r.status_code == 201, r.text
     return name
 
 
 def count(c: httpx.Client, name: str) -> int:
-    return int(c.get(f"/v1/vectors/index/{name}").json()["count"])
+    return int(c.get(f"/v1/vectors/indexes/{name}").json()["count"])
 
 
 def wait_count(c: httpx.Client, name: str, n: int, timeout: float = 120) -> None:
@@ -52,10 +47,11 @@ def add_vectors(
             {"id": f"v{start + j}", "vector": vectors[j].tolist(), "metadata": {"n": start + j}}
             for j in range(i, min(i + batch, len(vectors)))
         ]
-        r = c.post(f"/v1/vectors/index/{name}/add", json={"items": items})
+        r = c.post(f"/v1/vectors/indexes/{name}/items", json={"items": items})
         assert r.status_code == 202, r.text
 
 
+@pytest.mark.slow
 def test_recall_at_10_on_20k_clustered_vectors(stack: Stack) -> None:
     data = clustered(20_000, 128)
     queries = clustered(200, 128, sample=99)
@@ -65,7 +61,7 @@ def test_recall_at_10_on_20k_clustered_vectors(stack: Stack) -> None:
         wait_count(c, name, 20_000)
         found = []
         for q in queries:
-            r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": q.tolist(), "k": 10})
+            r = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": q.tolist(), "k": 10})
             assert r.status_code == 200 and not r.json()["partial"]
             found.append([int(h["id"][1:]) for h in r.json()["hits"]])
     assert recall(found, exact_topk(data, queries, 10)) >= 0.95
@@ -76,19 +72,19 @@ def test_upsert_replaces_and_delete_removes(stack: Stack) -> None:
         name = new_index(c, 4, metric="l2", partitions=2)
         a, b = [1.0, 0, 0, 0], [0, 1.0, 0, 0]
         c.post(
-            f"/v1/vectors/index/{name}/add",
+            f"/v1/vectors/indexes/{name}/items",
             json={
                 "items": [{"id": "x", "vector": a, "metadata": {"v": 1}}, {"id": "y", "vector": b}]
             },
         )
         wait_count(c, name, 2)
         c.post(
-            f"/v1/vectors/index/{name}/add",
+            f"/v1/vectors/indexes/{name}/items",
             json={"items": [{"id": "x", "vector": b, "metadata": {"v": 2}}]},
         )
 
         def moved() -> bool:
-            hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()[
+            hits = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": b, "k": 5}).json()[
                 "hits"
             ]
             return (
@@ -99,16 +95,22 @@ def test_upsert_replaces_and_delete_removes(stack: Stack) -> None:
 
         wait_until(moved, what="upsert applied")
         assert count(c, name) == 2  # never two entries for one id
-        hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()["hits"]
+        hits = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": b, "k": 5}).json()[
+            "hits"
+        ]
         assert {h["id"]: h["metadata"] for h in hits}["x"] == {"v": 2}
         assert (
-            c.request("DELETE", f"/v1/vectors/index/{name}/items", json={"ids": ["x"]}).status_code
+            c.request(
+                "DELETE", f"/v1/vectors/indexes/{name}/items", json={"ids": ["x"]}
+            ).status_code
             == 202
         )
         wait_count(c, name, 1)
-        hits = c.post(f"/v1/vectors/index/{name}/search", json={"vector": b, "k": 5}).json()["hits"]
+        hits = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": b, "k": 5}).json()[
+            "hits"
+        ]
         assert [h["id"] for h in hits] == ["y"]
-        c.post(f"/v1/vectors/index/{name}/add", json={"items": [{"id": "x", "vector": a}]})
+        c.post(f"/v1/vectors/indexes/{name}/items", json={"items": [{"id": "x", "vector": a}]})
         wait_count(c, name, 2)  # a deleted id can come back
 
 
@@ -117,31 +119,33 @@ def test_errors_and_empty_index(stack: Stack) -> None:
         name = new_index(c, 4)
 
         def owned() -> bool:
-            r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0, 0]})
+            r = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": [1, 0, 0, 0]})
             return r.status_code == 200 and r.json()["partial"] is False
 
         wait_until(owned, what="partitions owned")
-        r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0, 0]})
+        r = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": [1, 0, 0, 0]})
         assert (
             r.status_code == 200 and r.json()["hits"] == [] and r.json()["missing_partitions"] == []
         )
-        r = c.post(f"/v1/vectors/index/{name}/search", json={"vector": [1, 0, 0]})
+        r = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": [1, 0, 0]})
         assert r.status_code == 400 and "dimension" in r.json()["detail"]
-        r = c.post(f"/v1/vectors/index/{name}/add", json={"items": [{"id": "a", "vector": [1, 2]}]})
+        r = c.post(
+            f"/v1/vectors/indexes/{name}/items", json={"items": [{"id": "a", "vector": [1, 2]}]}
+        )
         assert r.status_code == 400 and "dimension" in r.json()["detail"]
-        assert c.post("/v1/vectors/index", json={"name": name, "dim": 4}).status_code == 409
+        assert c.post("/v1/vectors/indexes", json={"name": name, "dim": 4}).status_code == 409
         assert (
             c.post(
-                "/v1/vectors/index", json={"name": "m", "dim": 4, "metric": "hamming"}
+                "/v1/vectors/indexes", json={"name": "m", "dim": 4, "metric": "hamming"}
             ).status_code
             == 400
         )
-        assert c.post("/v1/vectors/index", json={"name": "bad.name", "dim": 4}).status_code == 400
-        assert c.post("/v1/vectors/index/nope/search", json={"vector": [1]}).status_code == 404
-        listed = [i["name"] for i in c.get("/v1/vectors/index").json()["indexes"]]
+        assert c.post("/v1/vectors/indexes", json={"name": "bad.name", "dim": 4}).status_code == 400
+        assert c.post("/v1/vectors/indexes/nope/search", json={"vector": [1]}).status_code == 404
+        listed = [i["name"] for i in c.get("/v1/vectors/indexes").json()["indexes"]]
         assert name in listed
-        assert c.delete(f"/v1/vectors/index/{name}").status_code == 200
-        assert c.get(f"/v1/vectors/index/{name}").status_code == 404
+        assert c.delete(f"/v1/vectors/indexes/{name}").status_code == 200
+        assert c.get(f"/v1/vectors/indexes/{name}").status_code == 404
 
 
 async def test_direct_nats_texts_and_binary_vectors(stack: Stack) -> None:
@@ -178,35 +182,40 @@ async def test_direct_nats_texts_and_binary_vectors(stack: Stack) -> None:
             timeout=60,
             what="both indexes filled",
         )
-        hit = c.post(f"/v1/vectors/index/{texts}/search", json={"text": "welding", "k": 1}).json()[
-            "hits"
-        ][0]
+        hit = c.post(
+            f"/v1/vectors/indexes/{texts}/search", json={"text": "welding", "k": 1}
+        ).json()["hits"][0]
         assert hit["id"] == "w1"
         hit = c.post(
-            f"/v1/vectors/index/{vecs}/search", json={"vector": v[7].tolist(), "k": 1}
+            f"/v1/vectors/indexes/{vecs}/search", json={"vector": v[7].tolist(), "k": 1}
         ).json()["hits"][0]
         assert hit["id"] == "p7"
 
 
-def test_bad_binary_batch_is_dead_lettered_and_skipped(stack: Stack) -> None:
-    import asyncio
-
-    async def go(name: str) -> None:
-        nc = await nats.connect(stack.nats.url)
-        js = nc.jetstream()
-        await js.publish(
-            f"lakehouse.vectors.{name}.0", encode(["bad"], np.ones((1, 3), np.float32), dim=3)
-        )
-        await js.publish(
-            f"lakehouse.vectors.{name}.0", encode(["good"], np.ones((1, 4), np.float32), dim=4)
-        )
-        await nc.close()
-
+async def test_bad_binary_batch_is_dead_lettered_and_skipped(stack: Stack) -> None:
     with stack.client() as c:
         name = new_index(c, 4, partitions=1)
-        asyncio.run(go(name))
+    subject = f"lakehouse.vectors.{name}.0"
+    bad = encode(["bad"], np.ones((1, 3), np.float32), dim=3)
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        sent = await js.publish(subject, bad)
+        await js.publish(subject, encode(["good"], np.ones((1, 4), np.float32), dim=4))
+
+        async def letters() -> list[DeadLetter]:
+            return [d for d in await dead_letters(js, "vectors") if d.subject == subject]
+
+        [letter] = await eventually(letters, timeout=60, what="the bad batch's dead letter")
+    finally:
+        await nc.close()
+    assert letter.error == "vector dimension 3 does not match the index dimension 4"
+    assert letter.permanent and letter.stream_seq == sent.seq
+    assert inline_payload(letter) == bad  # the batch itself, for `lakehouse dlq retry`
+    with stack.client() as c:  # skipped: the batch after it is applied
         wait_count(c, name, 1)
-    assert "does not match the index dimension 4" in stack.logs()
+        hits = c.post(f"/v1/vectors/indexes/{name}/search", json={"vector": [1, 1, 1, 1]}).json()
+        assert [h["id"] for h in hits["hits"]] == ["good"]
 
 
 def staffing_text(row: list[str]) -> str:
@@ -214,6 +223,7 @@ def staffing_text(row: list[str]) -> str:
     return f"{row[2]} in {row[3]}, {row[4]}. Skills: {row[8]}. Certifications: {row[9]}."
 
 
+@pytest.mark.slow
 def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
     rows = list(iter_rows(2000, seed=5))
     with stack.client(timeout=300) as c:
@@ -223,11 +233,14 @@ def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
                 {"id": r[0], "text": staffing_text(r), "metadata": {"role": r[2]}}
                 for r in rows[i : i + 250]
             ]
-            assert c.post(f"/v1/vectors/index/{name}/add", json={"items": items}).status_code == 202
+            assert (
+                c.post(f"/v1/vectors/indexes/{name}/items", json={"items": items}).status_code
+                == 202
+            )
         wait_count(c, name, len(rows), timeout=300)
 
         def best(q: str) -> list[dict]:  # type: ignore[type-arg]
-            return c.post(f"/v1/vectors/index/{name}/search", json={"text": q, "k": 5}).json()[
+            return c.post(f"/v1/vectors/indexes/{name}/search", json={"text": q, "k": 5}).json()[
                 "hits"
             ]
 
@@ -244,10 +257,3 @@ def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
     e, f, d = (hits[0]["distance"] for hits in (electric, forklift, dental))
     print(f"best distances: electrician {e:.3f}, forklift {f:.3f}, dental {d:.3f}")
     assert dental[0]["distance"] > matched + 0.1
-
-
-def test_text_search_uses_the_cache(stack: Stack, tmp_path: Path) -> None:
-    with stack.client() as c:
-        r1 = c.post("/v1/embed", json={"texts": ["cache me"]}).json()
-        r2 = c.post("/v1/embed", json={"texts": ["cache me"]}).json()
-    assert r1["vectors"] == r2["vectors"] and r1["dim"] == 384

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
 from lakehouse.platform import faults
-from lakehouse.platform.errors import BadRequest, Conflict, NotFound, Unavailable
+from lakehouse.platform.errors import Conflict, NotFound, Unavailable
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.tables import catalog, gc
 from schemas import subjects as S
 from schemas.catalog import (
     CatalogEvent,
+    DatasetList,
+    DeleteReply,
+    History,
+    HistoryEntry,
     Manifest,
     NameRequest,
     RegisterReply,
@@ -34,12 +37,6 @@ from schemas.catalog import (
 log = logging.getLogger("workers.catalog")
 
 MAX_ATTEMPTS = 20
-
-
-def check_name(name: str) -> str:
-    if not S.valid_name(name):
-        raise BadRequest(f"invalid dataset name {name!r}: use 1-128 of [A-Za-z0-9_-]")
-    return name
 
 
 class CatalogWorker(Worker):
@@ -67,8 +64,7 @@ class CatalogWorker(Worker):
                 await self._gc
 
     async def register(self, msg: Msg) -> bytes:
-        req = parse(RegisterRequest, msg.data)
-        check_name(req.name)
+        req = parse(RegisterRequest, msg.data)  # the model checks the name (400)
         for _ in range(MAX_ATTEMPTS):
             entry = await catalog.last_event(self.rt.js, req.name)
             cur = entry.event.manifest if entry and entry.event.type == "registered" else None
@@ -143,7 +139,7 @@ class CatalogWorker(Worker):
         )
 
     async def current_manifest(self, name: str) -> Manifest:
-        entry = await catalog.last_event(self.rt.js, check_name(name))
+        entry = await catalog.last_event(self.rt.js, name)
         if entry is None or entry.event.manifest is None or entry.event.type != "registered":
             raise NotFound(f"no dataset named {name!r}")
         return entry.event.manifest
@@ -158,22 +154,22 @@ class CatalogWorker(Worker):
     async def list(self, msg: Msg) -> bytes:
         entries = await catalog.current(self.rt.js)
         manifests = [
-            e.event.manifest.model_dump(mode="json")
+            e.event.manifest
             for e in entries.values()
             if e.event.type == "registered" and e.event.manifest is not None
         ]
-        return json.dumps({"datasets": manifests, "count": len(manifests)}).encode()
+        return DatasetList(datasets=manifests, count=len(manifests)).model_dump_json().encode()
 
     async def history(self, msg: Msg) -> bytes:
-        name = check_name(parse(NameRequest, msg.data).name)
+        name = parse(NameRequest, msg.data).name
         events = await catalog.history(self.rt.nc, name)
         if not events:
             raise NotFound(f"no dataset named {name!r} has ever been registered")
-        body = [{"seq": e.seq, **e.event.model_dump(mode="json")} for e in events]
-        return json.dumps({"name": name, "events": body}).encode()
+        body = [HistoryEntry(seq=e.seq, **dict(e.event)) for e in events]
+        return History(name=name, events=body).model_dump_json().encode()
 
     async def delete(self, msg: Msg) -> bytes:
-        name = check_name(parse(NameRequest, msg.data).name)
+        name = parse(NameRequest, msg.data).name
         for _ in range(MAX_ATTEMPTS):
             entry = await catalog.last_event(self.rt.js, name)
             if entry is None or entry.event.type != "registered" or entry.event.manifest is None:
@@ -190,7 +186,7 @@ class CatalogWorker(Worker):
             except catalog.SequenceConflict:
                 continue
             await self.rt.storage.delete(catalog.manifest_key(name))
-            return json.dumps({"name": name, "deleted": True, "catalog_seq": seq}).encode()
+            return DeleteReply(name=name, deleted=True, catalog_seq=seq).model_dump_json().encode()
         raise Unavailable(f"dataset {name!r} is changing too fast; retry")
 
     async def mirror(self, manifest: Manifest) -> None:
@@ -198,7 +194,9 @@ class CatalogWorker(Worker):
         try:
             await catalog.save_manifest(self.rt.storage, manifest)
         except Exception as exc:
-            log.warning("manifest mirror failed", extra={"name": manifest.name, "error": str(exc)})
+            log.warning(
+                "manifest mirror failed", extra={"dataset": manifest.name, "error": str(exc)}
+            )
 
     async def reconcile_mirror(self) -> None:
         """Make ``_catalog/`` match the stream (after a crash between publish and mirror)."""

@@ -95,8 +95,6 @@ class IngestWorker(Worker):
             req = IngestRequest.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Permanent(f"invalid IngestRequest: {exc.errors(include_url=False)}") from None
-        if not S.valid_name(req.name):
-            raise Permanent(f"invalid dataset name {req.name!r}: use 1-128 of [A-Za-z0-9_-]")
         now = datetime.now(UTC)
         await self.publish_status(JobStatus(job_id=req.job_id, state="running", updated_at=now))
         work = self.tmp / req.job_id
@@ -240,11 +238,16 @@ class IngestWorker(Worker):
         try:
             req = IngestRequest.model_validate_json(msg.data)
         except ValidationError:
-            return  # no job to report on
-        if req.delete_source:
-            await self.rt.storage.delete(req.source_key)
+            # An invalid request (e.g. a bad dataset name) still fails its job, if it has one.
+            job_id = JobStatus.job_id_of(msg.data)
+            if job_id is None:
+                return  # no job to report on
+        else:
+            job_id = req.job_id
+            if req.delete_source:
+                await self.rt.storage.delete(req.source_key)
         status = JobStatus(
-            job_id=req.job_id,
+            job_id=job_id,
             state="failed",
             error=JobError(status=failure.status, error=failure.error, detail=failure.detail),
             updated_at=datetime.now(UTC),

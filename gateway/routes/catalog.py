@@ -1,25 +1,36 @@
-"""Catalog routes: register, manifest, list, delete, history (request/reply to the catalog
-worker)."""
+"""Catalog routes (request/reply to the catalog worker): ``GET /v1/catalog`` lists,
+``POST /v1/catalog`` registers, ``GET|DELETE /v1/catalog/{name}``,
+``GET /v1/catalog/{name}/history``."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 from pydantic import Field
 
+from gateway import errors
 from gateway.routes import state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
-from schemas.catalog import NameRequest, RegisterReply, RegisterRequest
+from schemas.catalog import (
+    DatasetList,
+    DeleteReply,
+    History,
+    Manifest,
+    NameRequest,
+    RegisterReply,
+    RegisterRequest,
+)
 
 if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+
+DatasetName = Annotated[S.Name, Path(description="Dataset name.", examples=["workers"])]
 
 
 class RegisterBody(RegisterRequest):
@@ -43,30 +54,77 @@ async def ask(st: State, subject: str, payload: Any) -> bytes:
     )
 
 
-@router.post("/register", summary="Register (or re-register) a dataset's objects")
+@router.get(
+    "",
+    summary="Every registered dataset",
+    response_class=Response,
+    responses={
+        200: {"model": DatasetList, "description": "Every current manifest."},
+        **errors.responses(503, 504),
+    },
+)
+async def list_datasets(st: State = Depends(state)) -> Response:
+    return json_response(await ask(st, S.CATALOG_LIST, b"{}"))
+
+
+@router.post(
+    "",
+    summary="Register (or re-register) a dataset's objects",
+    response_class=Response,
+    responses={
+        200: {"model": RegisterReply, "description": "Registered: the new manifest."},
+        **errors.responses(
+            400,
+            409,
+            503,
+            504,
+            _409="`mode=append` with columns whose schema fingerprint differs from the "
+            "registered dataset's.",
+        ),
+    },
+)
 async def register(body: RegisterBody, st: State = Depends(state)) -> Response:
     raw = await ask(st, S.CATALOG_REGISTER, RegisterRequest(**body.model_dump()))
     st.saw_catalog_seq(RegisterReply.model_validate_json(raw).catalog_seq)
     return json_response(raw)
 
 
-@router.get("/manifest/{name}", summary="A dataset's current manifest")
-async def manifest(name: str, st: State = Depends(state)) -> Response:
+@router.get(
+    "/{name}",
+    summary="A dataset's current manifest",
+    response_class=Response,
+    responses={
+        200: {"model": Manifest, "description": "The manifest."},
+        **errors.responses(400, 404, 503, 504),
+    },
+)
+async def manifest(name: DatasetName, st: State = Depends(state)) -> Response:
     return json_response(await ask(st, S.CATALOG_GET, NameRequest(name=name)))
 
 
-@router.get("/list", summary="Every registered dataset")
-async def list_datasets(st: State = Depends(state)) -> Response:
-    return json_response(await ask(st, S.CATALOG_LIST, b"{}"))
-
-
-@router.get("/{name}/history", summary="Every revision of a dataset, from the event stream")
-async def history(name: str, st: State = Depends(state)) -> Response:
-    return json_response(await ask(st, S.CATALOG_HISTORY, NameRequest(name=name)))
-
-
-@router.delete("/{name}", summary="Delete a dataset (tombstone event; objects become orphans)")
-async def delete(name: str, st: State = Depends(state)) -> Response:
+@router.delete(
+    "/{name}",
+    summary="Delete a dataset (tombstone event; objects become orphans)",
+    response_class=Response,
+    responses={
+        200: {"model": DeleteReply, "description": "Deleted."},
+        **errors.responses(400, 404, 503, 504),
+    },
+)
+async def delete(name: DatasetName, st: State = Depends(state)) -> Response:
     raw = await ask(st, S.CATALOG_DELETE, NameRequest(name=name))
-    st.saw_catalog_seq(int(json.loads(raw)["catalog_seq"]))
+    st.saw_catalog_seq(DeleteReply.model_validate_json(raw).catalog_seq)
     return json_response(raw)
+
+
+@router.get(
+    "/{name}/history",
+    summary="Every revision of a dataset, from the event stream",
+    response_class=Response,
+    responses={
+        200: {"model": History, "description": "Every event, oldest first."},
+        **errors.responses(400, 404, 503, 504),
+    },
+)
+async def history(name: DatasetName, st: State = Depends(state)) -> Response:
+    return json_response(await ask(st, S.CATALOG_HISTORY, NameRequest(name=name)))

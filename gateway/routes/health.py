@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from nats.aio.msg import Msg
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from gateway import errors
 from gateway.routes import state
 from lakehouse import __version__
 from lakehouse.platform.config import redact_url
@@ -22,9 +24,51 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["health"])
 
+
+class GatewayInfo(BaseModel):
+    status: Literal["ok"] = Field(description="The gateway answers.")
+    version: str = Field(description="Lakehouse version.", examples=["0.1.0"])
+    pid: int = Field(description="Gateway process id.")
+    started_at: datetime = Field(description="When the gateway started (UTC).")
+    storage: str = Field(description="Storage URL.", examples=["file:///srv/data/objects"])
+
+
+class NatsInfo(BaseModel):
+    connected: bool = Field(description="Whether the gateway is connected to NATS.")
+    url: str = Field(description="NATS URL, credentials redacted.")
+
+
+class WorkerKindHealth(BaseModel):
+    replicas: int = Field(description="Live replicas that answered the ping.", examples=[1])
+    instances: list[dict[str, Any]] = Field(description="Each replica's health reply.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="ok: every worker kind has a live replica; degraded: some kind has none."
+    )
+    gateway: GatewayInfo
+    nats: NatsInfo
+    workers: dict[str, WorkerKindHealth] = Field(description="By worker kind.")
+
+
+class Unhealthy(BaseModel):
+    status: Literal["unavailable"]
+    error: str = Field(examples=["NATS unreachable"])
+    detail: str
+    gateway: GatewayInfo
+    nats: NatsInfo
+
+
 EXAMPLE = {
     "status": "ok",
-    "gateway": {"status": "ok", "version": "0.1.0", "pid": 4100},
+    "gateway": {
+        "status": "ok",
+        "version": "0.1.0",
+        "pid": 4100,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "storage": "file:///srv/lakehouse/data/objects",
+    },
     "nats": {"connected": True, "url": "nats://127.0.0.1:4222"},
     "workers": {"ingest": {"replicas": 1, "instances": []}},
 }
@@ -55,7 +99,19 @@ async def gather_replies(st: State, window: float) -> list[HealthReply]:
 @router.get(
     "/health",
     summary="Gateway, NATS and worker replica health",
-    responses={200: {"content": {"application/json": {"example": EXAMPLE}}}, 503: {}},
+    responses={
+        200: {
+            "model": Health,
+            "description": "Gateway, NATS and worker replicas.",
+            "content": {"application/json": {"example": EXAMPLE}},
+        },
+        503: {
+            "model": Unhealthy,
+            "description": "NATS is unreachable (an error body with the gateway's own health).",
+            "headers": errors.RETRY_AFTER_HEADER,
+        },
+        500: errors.responses()[500],
+    },
 )
 async def health(st: State = Depends(state)) -> JSONResponse:
     gateway = {
@@ -78,7 +134,7 @@ async def health(st: State = Depends(state)) -> JSONResponse:
             "gateway": gateway,
             "nats": nats_info,
         }
-        return JSONResponse(body, 503)
+        return JSONResponse(body, 503, headers={"Retry-After": str(errors.RETRY_AFTER)})
     replies = await gather_replies(st, st.settings.gateway.health_timeout)
     workers: dict[str, dict[str, Any]] = {
         k: {"replicas": 0, "instances": []} for k in S.WORKER_KINDS

@@ -6,25 +6,65 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import nats.errors
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from nats.js.errors import NotFoundError
+from pydantic import BaseModel, Field
 
+from gateway import errors
 from gateway.routes import state
 from gateway.uploads import upload_body
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
 from lakehouse.platform.storage import keys
 from schemas import subjects as S
 from schemas.catalog import Mode
-from schemas.ingest import AutoEmbed, IngestRequest, JobStatus
+from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobId, JobStatus
 
 if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(tags=["ingest"])
+
+
+class Accepted(BaseModel):
+    """Ingest's answer when the job is still running after ``wait`` seconds."""
+
+    job_id: str = Field(description="The job.", examples=["5b1e0c8a9f2d4c7e8a1b2c3d4e5f6a7b"])
+    state: Literal["queued", "running"] = Field(description="Its state so far.")
+    status_url: str = Field(description="Where to poll it.", examples=["/v1/jobs/5b1e0c8a"])
+
+
+class EmbedProgress(BaseModel):
+    index: str = Field(description="Index the rows are embedded into.", examples=["workers"])
+    batches: int = Field(description="Embed requests published.", examples=[8])
+    batches_done: int = Field(description="Embed requests finished so far.", examples=[3])
+
+
+class JobView(JobStatus):
+    embed: EmbedProgress | None = Field(
+        None, description="Auto-embed progress, once the job succeeded with `embed_index`."
+    )
+
+
+CSV_BODY = {
+    "required": True,
+    "description": "The CSV: a raw body, or the `file` part of a multipart form. Its content "
+    "rules (a header of unique, non-empty names, equal-length rows, UTF-8) are checked by the "
+    "ingest job: a breach is a 400 naming the row/column.",
+    "content": {
+        "text/csv": {"schema": {"type": "string", "minLength": 1}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
 
 
 def job_failed(status: JobStatus) -> LakehouseError:
@@ -37,34 +77,48 @@ def job_failed(status: JobStatus) -> LakehouseError:
 @router.post(
     "/v1/ingest",
     summary="Upload a CSV (multipart 'file' or raw text/csv body) and register it as a dataset",
+    openapi_extra={"requestBody": CSV_BODY},
     responses={
-        200: {"description": "Ingested: the result (dataset_id, row_count, existing, ...)."},
-        202: {"description": "Still running after `wait` seconds: poll /v1/jobs/{job_id}."},
-        400: {"description": "Bad CSV or name, naming the row/column."},
-        409: {"description": "Schema fingerprint differs from the registered dataset."},
-        413: {"description": "Upload over the configured cap."},
+        200: {"model": IngestResult, "description": "Ingested: the job's result."},
+        202: {"model": Accepted, "description": "Still running after `wait` seconds."},
+        **errors.responses(
+            400,
+            404,
+            409,
+            413,
+            503,
+            _400="Empty upload, invalid parameters, or bad CSV (naming the row/column); "
+            "auto-embed parameters given without the other two.",
+            _404="The staged upload vanished before the job read it.",
+            _409="`mode=append` of data whose schema fingerprint differs from the dataset's.",
+            _413="Upload over `ingest.max_upload_bytes`; nothing was kept.",
+            _500="The job gave up after retries (the dead letter has the error).",
+        ),
     },
 )
 async def ingest(
     request: Request,
-    name: str = Query(description="Dataset name [A-Za-z0-9_-]{1,128}", examples=["workers"]),
+    name: Annotated[S.Name, Query(description="Dataset name.", examples=["workers"])],
     mode: Mode = Query("replace", description="replace (default) or append"),
     wait: float | None = Query(None, ge=0, le=3600, description="Seconds to wait (default 120)"),
-    embed_index: str | None = Query(None, description="Also embed every row into this index"),
-    id_column: str | None = Query(None, description="Column with each row's item id"),
+    embed_index: Annotated[
+        S.Name | None,
+        Query(description="Also embed every row into this index (with the two below)."),
+    ] = None,
+    id_column: str | None = Query(
+        None, min_length=1, description="Column with each row's item id (auto-embed)."
+    ),
     text_template: str | None = Query(
-        None, description="Format string over the columns, e.g. '{role} in {city}'"
+        None,
+        min_length=1,
+        description="Format string over the columns, e.g. '{role} in {city}' (auto-embed).",
     ),
     st: State = Depends(state),
 ) -> Response:
-    if not S.valid_name(name):
-        raise BadRequest(f"invalid dataset name {name!r}: use 1-128 of [A-Za-z0-9_-]")
     embed = None
-    if embed_index or id_column or text_template:
-        if not (embed_index and id_column and text_template):
+    if embed_index is not None or id_column is not None or text_template is not None:
+        if embed_index is None or id_column is None or text_template is None:
             raise BadRequest("auto-embed needs embed_index, id_column and text_template together")
-        if not S.valid_name(embed_index):
-            raise BadRequest(f"invalid index name {embed_index!r}: use 1-128 of [A-Za-z0-9_-]")
         embed = AutoEmbed(index=embed_index, id_column=id_column, text_template=text_template)
     nc = st.require_nats()
     cap = st.settings.ingest.max_upload_bytes
@@ -74,7 +128,10 @@ async def ingest(
     job_id = uuid.uuid4().hex
     key = keys.staged_csv(job_id)
     # Staged CSVs are transient (deleted once converted): no fsync on the upload path.
-    await st.storage.put(key, upload_body(request), max_bytes=cap, sync=False)
+    staged = await st.storage.put(key, upload_body(request), max_bytes=cap, sync=False)
+    if staged.size == 0:  # no job for an empty upload: the schema already says minLength 1
+        await st.storage.delete(key)
+        raise BadRequest("the file is empty", error="invalid CSV")
     js = nc.jetstream()
     updates = await nc.subscribe(S.job(job_id))  # before publishing: no update can be missed
     try:
@@ -120,10 +177,17 @@ async def ingest(
     return JSONResponse(body, status_code=202)
 
 
-@router.get("/v1/jobs/{job_id}", summary="A job's state, progress, result or error")
-async def job(job_id: str, st: State = Depends(state)) -> Response:
-    if not S.valid_name(job_id):
-        raise BadRequest(f"invalid job id {job_id!r}")
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="A job's state, progress, result or error",
+    responses={
+        200: {"model": JobView, "description": "The job's latest status."},
+        **errors.responses(400, 404, 503),
+    },
+)
+async def job(
+    job_id: Annotated[JobId, Path(description="The job id.")], st: State = Depends(state)
+) -> Response:
     js = st.require_nats().jetstream()
     try:
         msg = await js.get_last_msg(S.STREAM_JOBS, S.job(job_id))

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from gateway import errors
 from gateway.routes import state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
-from schemas.query import SqlRequest
+from schemas.query import SqlRequest, SqlResult
 
 if TYPE_CHECKING:
     from gateway.app import State
@@ -22,7 +23,9 @@ ARROW = "application/vnd.apache.arrow.stream"
 
 
 class SqlBody(BaseModel):
-    sql: str = Field(description="One SELECT statement.", examples=["SELECT count(*) FROM workers"])
+    sql: str = Field(
+        min_length=1, description="One SELECT statement.", examples=["SELECT count(*) FROM workers"]
+    )
 
 
 @router.post(
@@ -30,6 +33,8 @@ class SqlBody(BaseModel):
     summary="Run one SELECT (JSON, or Arrow IPC with Accept: application/vnd.apache.arrow.stream)",
     responses={
         200: {
+            "model": SqlResult,
+            "description": "The result: JSON, or an Arrow IPC stream when asked for.",
             "content": {
                 "application/json": {
                     "example": {
@@ -39,12 +44,18 @@ class SqlBody(BaseModel):
                         "truncated": False,
                     }
                 },
-                ARROW: {},
-            }
+                ARROW: {"schema": {"type": "string", "format": "binary"}},
+            },
         },
-        400: {"description": "SQL error (DuckDB's message) or more than one statement."},
-        403: {"description": "Not a SELECT, or file/URL access outside the datasets."},
-        504: {"description": "Statement timeout."},
+        **errors.responses(
+            400,
+            403,
+            503,
+            504,
+            _400="Invalid request, SQL error (DuckDB's message) or more than one statement.",
+            _403="Not a SELECT, or file/URL access outside the datasets.",
+            _504="Statement timeout (`query.timeout`); the statement was interrupted.",
+        ),
     },
 )
 async def sql(body: SqlBody, request: Request, st: State = Depends(state)) -> Response:

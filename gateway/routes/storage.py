@@ -1,4 +1,5 @@
-"""The seed's storage routes: PUT/GET/DELETE ``/v1/storage/{key}``, ``GET /v1/storage/list``.
+"""Storage routes: ``GET /v1/storage?prefix=`` lists, ``PUT|GET|DELETE /v1/storage/{key}``
+stores, fetches and deletes one object (any key, ``list`` included).
 
 Bodies stream both ways. A PUT over ``gateway.max_put_bytes`` gets 413 (up front from
 Content-Length, or mid-stream for chunked bodies) and stores nothing; more than
@@ -7,24 +8,56 @@ Content-Length, or mid-stream for chunked bodies) and stores nothing; more than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
+from gateway import errors
 from gateway.routes import state
 from lakehouse.platform.errors import BadRequest, Busy, TooLarge
-from lakehouse.platform.storage import LIST_LIMIT, ObjectInfo, validate_key
+from lakehouse.platform.storage import LIST_LIMIT, MAX_KEY_BYTES, ObjectInfo, validate_key
 
 if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(prefix="/v1/storage", tags=["storage"])
 
+MAX_SEGMENT_BYTES = 255
+"""Longest segment of a key (a file name on the file backend)."""
+
+_C = r"[^/\x00\t\n\r]"  # a character of a segment
+_N = r"[^./\x00\t\n\r]"  # ... that is not a dot
+_SEGMENT = rf"(?:{_N}{_C}{{0,254}}|\.{_N}{_C}{{0,253}}|\.\.{_C}{{1,253}})"
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+"""The HTTP API's object keys, the same on every backend: ``/``-separated segments of 1-255
+characters, none of them ``.`` or ``..``, without NUL, CR, LF or tab (so no leading,
+trailing or doubled ``/``). Lengths in bytes (1024 in all, 255 a segment, UTF-8) are checked
+by :func:`check_key`; JSON Schema can only count characters."""
+
+KEY_DESCRIPTION = (
+    "Object key: `/`-separated segments, none empty, `.` or `..`, without NUL, CR, LF or "
+    f"tab; at most {MAX_KEY_BYTES} bytes in UTF-8, and {MAX_SEGMENT_BYTES} bytes a segment "
+    "(400 otherwise). The file backend reserves keys under `.lakehouse-tmp/`."
+)
+
+Key = Annotated[
+    str,
+    Path(
+        description=KEY_DESCRIPTION,
+        pattern=KEY_PATTERN,
+        min_length=1,
+        max_length=MAX_KEY_BYTES,
+        examples=["docs/sample.csv"],
+    ),
+]
+
 
 class KeyConvertor(Convertor[str]):
-    """Like ``path`` but also matching CR/LF, so such keys get 400 (invalid key), not 404."""
+    """Like ``path`` but also matching CR/LF and the empty key, so such keys get 400, not 404."""
 
     regex = "(?s:.*)"
 
@@ -38,37 +71,52 @@ class KeyConvertor(Convertor[str]):
 register_url_convertor("objkey", KeyConvertor())
 
 
+class StoredObject(BaseModel):
+    key: str = Field(description="Object key.", examples=["docs/sample.csv"])
+    size: int = Field(ge=0, description="Bytes.", examples=[16])
+    modified: datetime = Field(description="Last write (UTC).")
+
+
+class ObjectListing(BaseModel):
+    prefix: str = Field(description="The prefix asked for.", examples=["docs/"])
+    objects: list[StoredObject] = Field(description="Objects under the prefix, in key order.")
+    truncated: bool = Field(description="True when more objects than `limit` matched.")
+
+
+def check_key(key: str) -> str:
+    """What the key pattern cannot say: the byte lengths (and the storage layer's own rules)."""
+    validate_key(key)
+    for segment in key.split("/"):
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise BadRequest(
+                f"a key segment is longer than {MAX_SEGMENT_BYTES} bytes", error="invalid key"
+            )
+    return key
+
+
 def _info(o: ObjectInfo) -> dict[str, Any]:
     return {"key": o.key, "size": o.size, "modified": o.modified.isoformat()}
 
 
 @router.get(
-    "/list",
-    summary="List objects under a prefix (at most 10,000; see `truncated`)",
+    "",
+    summary=f"List objects under a prefix (at most {LIST_LIMIT:,}; see `truncated`)",
     responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "prefix": "datasets/",
-                        "objects": [
-                            {"key": "datasets/a.parquet", "size": 10, "modified": "2026-01-01"}
-                        ],
-                        "truncated": False,
-                    }
-                }
-            }
-        }
+        200: {"model": ObjectListing, "description": "The objects, in key order."},
+        **errors.responses(400),
     },
 )
 async def list_objects(
-    prefix: str = Query("", description="Key prefix", examples=["datasets/"]),
-    limit: int = Query(LIST_LIMIT, ge=1, le=LIST_LIMIT),
+    prefix: str = Query(
+        "",
+        description="Key prefix (no NUL, CR, LF or tab).",
+        pattern=r"^[^\x00\t\n\r]*$",
+        max_length=MAX_KEY_BYTES,
+        examples=["docs/"],
+    ),
+    limit: int = Query(LIST_LIMIT, ge=1, le=LIST_LIMIT, description="Most objects to list."),
     st: State = Depends(state),
 ) -> dict[str, Any]:
-    for bad in ("\x00", "\r", "\n", "\t"):
-        if bad in prefix:
-            raise BadRequest("prefix contains a control character", error="invalid prefix")
     listing = await st.storage.list(prefix, limit)
     return {
         "prefix": prefix,
@@ -79,16 +127,28 @@ async def list_objects(
 
 @router.put(
     "/{key:objkey}",
-    summary="Store an object (streamed; atomic)",
+    summary="Store an object (streamed; atomic; replaces an existing one)",
+    openapi_extra={
+        "requestBody": {
+            "description": "The object's bytes (any length up to `gateway.max_put_bytes`).",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
     responses={
-        200: {"content": {"application/json": {"example": {"key": "a/b.csv", "size": 3}}}},
-        400: {"description": "invalid key"},
-        413: {"description": "body over the limit"},
-        503: {"description": "too many concurrent uploads; retry after Retry-After seconds"},
+        200: {"model": StoredObject, "description": "Stored."},
+        **errors.responses(
+            400,
+            409,
+            413,
+            503,
+            _409="The key collides with another object's path on the file backend "
+            "(`a` and `a/b` cannot both exist there).",
+            _503="Too many uploads in progress: retry after `Retry-After` seconds.",
+        ),
     },
 )
-async def put_object(key: str, request: Request, st: State = Depends(state)) -> dict[str, Any]:
-    validate_key(key)
+async def put_object(key: Key, request: Request, st: State = Depends(state)) -> dict[str, Any]:
+    check_key(key)
     cap = st.settings.gateway.max_put_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cap:
@@ -102,9 +162,20 @@ async def put_object(key: str, request: Request, st: State = Depends(state)) -> 
     return _info(info)
 
 
-@router.get("/{key:objkey}", summary="Fetch an object (streamed)", response_class=StreamingResponse)
-async def get_object(key: str, st: State = Depends(state)) -> StreamingResponse:
-    info, body = await st.storage.open(key)
+@router.get(
+    "/{key:objkey}",
+    summary="Fetch an object (streamed)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The object's bytes.",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        },
+        **errors.responses(400, 404),
+    },
+)
+async def get_object(key: Key, st: State = Depends(state)) -> StreamingResponse:
+    info, body = await st.storage.open(check_key(key))
     return StreamingResponse(
         body,
         media_type="application/octet-stream",
@@ -112,7 +183,12 @@ async def get_object(key: str, st: State = Depends(state)) -> StreamingResponse:
     )
 
 
-@router.delete("/{key:objkey}", status_code=204, summary="Delete an object (idempotent)")
-async def delete_object(key: str, st: State = Depends(state)) -> Response:
-    await st.storage.delete(key)
+@router.delete(
+    "/{key:objkey}",
+    status_code=204,
+    summary="Delete an object (idempotent: a missing key is not an error)",
+    responses={204: {"description": "Deleted, or was not there."}, **errors.responses(400)},
+)
+async def delete_object(key: Key, st: State = Depends(state)) -> Response:
+    await st.storage.delete(check_key(key))
     return Response(status_code=204)

@@ -1,4 +1,6 @@
-"""Vector routes: index admin, add/delete items, search (scatter/gather), and /v1/embed."""
+"""Vector routes: ``/v1/vectors/indexes`` (create, list), ``/v1/vectors/indexes/{name}``
+(stats, delete), ``/v1/vectors/indexes/{name}/items`` (add, delete),
+``/v1/vectors/indexes/{name}/search`` (scatter/gather), and ``/v1/embed``."""
 
 from __future__ import annotations
 
@@ -7,14 +9,16 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pyarrow as pa
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import errors
 from gateway.routes import state
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import call, scatter
@@ -22,13 +26,15 @@ from lakehouse.platform.storage import keys
 from lakehouse.vectors import batches
 from lakehouse.vectors.indexes import create_index, get_index, list_indexes
 from schemas import subjects as S
+from schemas.messages import Float, Int
 from schemas.query import SqlRequest
 from schemas.vectors import (
     QUERY_HEADER,
     EmbedRequest,
     EmbedText,
+    Hit,
+    IndexDefinition,
     IndexSpec,
-    Metric,
     SearchRequest,
     TextItem,
 )
@@ -38,54 +44,146 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["vectors"])
 
+IndexName = Annotated[S.Name, Path(description="Index name.", examples=["people"])]
 
-class IndexBody(BaseModel):
-    name: str = Field(description="Index name [A-Za-z0-9_-]{1,128}.", examples=["workers"])
-    dim: int = Field(ge=1, le=8192, description="Vector dimension.", examples=[384])
-    metric: Metric = "cosine"
-    partitions: int = Field(4, ge=1, le=256)
-    M: int = Field(16, ge=2, le=128)
-    ef_construction: int = Field(200, ge=8, le=4096)
-    ef_search: int = Field(64, ge=1, le=4096)
-    model: str | None = Field(None, description="Embedding model for text items/queries.")
-    dataset: str | None = Field(None, description="Dataset the items come from (filters).")
-    id_column: str | None = Field(None, description="Column of dataset holding item ids.")
+COMPONENT = 1e15
+"""Largest vector component magnitude: squares and sums of 8,192 of them stay finite in
+float32, so every distance is a finite number."""
+
+Component = Annotated[Float, Field(ge=-COMPONENT, le=COMPONENT, allow_inf_nan=False)]
+Vector = Annotated[
+    list[Component],
+    Field(min_length=1, max_length=8192, description="The vector (its length: the index's dim)."),
+]
+ItemId = Annotated[str, Field(min_length=1, max_length=512, description="Item id (upsert key).")]
+Metadata = Annotated[dict[str, Any] | None, Field(description="Returned with hits.")]
 
 
-class Item(BaseModel):
-    id: str = Field(min_length=1, max_length=512, description="Item id (upsert key).")
-    vector: list[float] | None = Field(None, description="The vector, or give text.")
-    text: str | None = Field(None, description="Text to embed (through the embed workers).")
-    metadata: dict[str, Any] | None = Field(None, description="Returned with hits.")
+class IndexInfo(IndexDefinition):
+    created_at: datetime | None = Field(None, description="When it was created (UTC).")
+
+
+class IndexList(BaseModel):
+    indexes: list[IndexInfo] = Field(description="Every live index, by name.")
+
+
+class PartitionStats(BaseModel):
+    partition: int = Field(description="Partition number.")
+    owner: str = Field(description="Instance owning it.")
+    count: int = Field(description="Live vectors in the partition.")
+    covered_seq: int = Field(description="Last vectors-stream sequence applied.")
+    memory_bytes: int = Field(description="Approximate index memory.")
+
+
+class IndexStats(IndexInfo):
+    count: int = Field(description="Live vectors over the partitions that answered.")
+    memory_bytes: int = Field(description="Approximate memory over those partitions.")
+    partitions_detail: list[PartitionStats] = Field(description="Per answering partition.")
+    missing_partitions: list[int] = Field(description="Partitions whose owner did not answer.")
+
+
+class IndexDeleted(BaseModel):
+    name: str = Field(description="Index name.", examples=["people"])
+    deleted: bool = Field(description="Always true.")
+
+
+class VectorItem(BaseModel):
+    """An item given as a vector."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ItemId
+    vector: Vector
+    metadata: Metadata = None
+
+
+class TextItemBody(BaseModel):
+    """An item given as text (embedded by the embed workers)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ItemId
+    text: str = Field(description="Text to embed.", examples=["Electrician, industrial wiring"])
+    metadata: Metadata = None
 
 
 class AddBody(BaseModel):
-    items: list[Item] = Field(min_length=1, max_length=100_000)
+    items: list[VectorItem | TextItemBody] = Field(
+        min_length=1,
+        max_length=100_000,
+        description="Items, each with exactly one of `vector` or `text`.",
+        examples=[[{"id": "1", "text": "Electrician, industrial wiring, 480V"}]],
+    )
+
+
+class AddReply(BaseModel):
+    accepted: int = Field(description="Items accepted.")
+    vectors: int = Field(description="Of them, given as vectors.")
+    texts: int = Field(description="Of them, given as text (embedded asynchronously).")
 
 
 class DeleteBody(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=100_000)
+    ids: list[ItemId] = Field(min_length=1, max_length=100_000)
 
 
-class SearchBody(BaseModel):
-    vector: list[float] | None = Field(None, description="Query vector, or give text.")
-    text: str | None = Field(None, description="Query text (embedded, cached).")
-    k: int = Field(10, ge=1, le=1000)
-    ef: int | None = Field(None, ge=1, le=4096)
+class ItemsDeleted(BaseModel):
+    deleted: int = Field(description="Ids whose deletion was published.")
+
+
+class SearchOptions(BaseModel):
+    k: Int = Field(10, ge=1, le=1000, description="Hits wanted.")
+    ef: Int | None = Field(
+        None, ge=1, le=4096, description="Beam width (default: the index's ef_search)."
+    )
     filter: str | None = Field(
         None,
+        min_length=1,
         description="SQL predicate over the index's dataset; only matching rows are returned.",
         examples=["state = 'IL' AND reliability > 0.8"],
     )
 
 
+class VectorQuery(SearchOptions):
+    """Search by a vector."""
+
+    model_config = ConfigDict(extra="forbid")
+    vector: Vector
+
+
+class TextQuery(SearchOptions):
+    """Search by text (embedded, cached)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="Query text.", examples=["electrician with industrial wiring"])
+
+
+class PartitionTiming(BaseModel):
+    partition: int
+    owner: str
+    took_ms: float
+    count: int
+
+
+class SearchReply(BaseModel):
+    hits: list[Hit] = Field(description="The k nearest, closest first.")
+    partial: bool = Field(description="True when some partition did not answer in time.")
+    missing_partitions: list[int] = Field(description="Those partitions.")
+    partitions: list[PartitionTiming] = Field(description="Per answering partition.")
+    embed_ms: float = Field(description="Time embedding the query text.")
+    filter_ms: float = Field(description="Time resolving the filter.")
+    filter_matches: int | None = Field(description="Rows the filter matched (null: no filter).")
+    took_ms: float = Field(description="Total time in the gateway.")
+
+
 class EmbedBody(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=1000)
+    texts: list[str] = Field(min_length=1, max_length=1000, examples=[["forklift OSHA-30"]])
+
+
+class EmbedReply(BaseModel):
+    model: str = Field(description="The embedding model.", examples=["all-MiniLM-L6-v2"])
+    dim: int = Field(description="Vector dimension.", examples=[384])
+    vectors: list[list[float]] = Field(description="One vector per text, in order.")
 
 
 async def require_index(st: State, name: str) -> IndexSpec:
-    if not S.valid_name(name):
-        raise BadRequest(f"invalid index name {name!r}: use 1-128 of [A-Za-z0-9_-]")
     spec: IndexSpec | None = st.index_specs.get(name)
     if spec is None:
         spec = await get_index(st.require_nats().jetstream(), name)
@@ -95,15 +193,28 @@ async def require_index(st: State, name: str) -> IndexSpec:
     return spec
 
 
-@router.post("/v1/vectors/index", status_code=201, summary="Create a vector index")
-async def create(body: IndexBody, st: State = Depends(state)) -> dict[str, Any]:
-    if not S.valid_name(body.name):
-        raise BadRequest(f"invalid index name {body.name!r}: use 1-128 of [A-Za-z0-9_-]")
+@router.post(
+    "/v1/vectors/indexes",
+    status_code=201,
+    summary="Create a vector index",
+    responses={
+        201: {"model": IndexInfo, "description": "Created."},
+        **errors.responses(400, 409, 503, _409="A live index has that name."),
+    },
+)
+async def create(body: IndexDefinition, st: State = Depends(state)) -> dict[str, Any]:
     spec = await create_index(st.require_nats().jetstream(), IndexSpec(**body.model_dump()))
     return spec.model_dump(mode="json", exclude={"v", "deleted"})
 
 
-@router.get("/v1/vectors/index", summary="List vector indexes")
+@router.get(
+    "/v1/vectors/indexes",
+    summary="List vector indexes",
+    responses={
+        200: {"model": IndexList, "description": "Every live index."},
+        **errors.responses(503),
+    },
+)
 async def indexes(st: State = Depends(state)) -> dict[str, Any]:
     specs = await list_indexes(st.require_nats().jetstream())
     return {"indexes": [s.model_dump(mode="json", exclude={"v", "deleted"}) for s in specs]}
@@ -135,8 +246,15 @@ async def gather(
     return [parts[p] for p in sorted(parts)], sorted(wanted - set(parts))
 
 
-@router.get("/v1/vectors/index/{name}", summary="Index definition and per-partition stats")
-async def index_stats(name: str, st: State = Depends(state)) -> dict[str, Any]:
+@router.get(
+    "/v1/vectors/indexes/{name}",
+    summary="Index definition and per-partition stats",
+    responses={
+        200: {"model": IndexStats, "description": "Definition and stats."},
+        **errors.responses(400, 404, 503),
+    },
+)
+async def index_stats(name: IndexName, st: State = Depends(state)) -> dict[str, Any]:
     spec = await require_index(st, name)
     parts, missing = await gather(st, spec, SearchRequest(vector=[], op="stats"))
     return {
@@ -150,8 +268,15 @@ async def index_stats(name: str, st: State = Depends(state)) -> dict[str, Any]:
     }
 
 
-@router.delete("/v1/vectors/index/{name}", summary="Delete an index, its vectors and snapshots")
-async def delete_index(name: str, st: State = Depends(state)) -> dict[str, Any]:
+@router.delete(
+    "/v1/vectors/indexes/{name}",
+    summary="Delete an index, its vectors and snapshots",
+    responses={
+        200: {"model": IndexDeleted, "description": "Deleted."},
+        **errors.responses(400, 404, 503),
+    },
+)
+async def delete_index(name: IndexName, st: State = Depends(state)) -> dict[str, Any]:
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
     tomb = spec.model_copy(update={"deleted": True})
@@ -162,16 +287,24 @@ async def delete_index(name: str, st: State = Depends(state)) -> dict[str, Any]:
     return {"name": name, "deleted": True}
 
 
-@router.post("/v1/vectors/index/{name}/add", summary="Add or replace items (upsert by id)")
-async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONResponse:
+@router.post(
+    "/v1/vectors/indexes/{name}/items",
+    status_code=202,
+    summary="Add or replace items (upsert by id)",
+    responses={
+        202: {"model": AddReply, "description": "Published; the partitions apply it shortly."},
+        **errors.responses(
+            400, 404, 503, _400="Invalid request, or a vector whose length is not the index's dim."
+        ),
+    },
+)
+async def add(name: IndexName, body: AddBody, st: State = Depends(state)) -> JSONResponse:
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
-    vec_items = [i for i in body.items if i.vector is not None]
-    text_items = [i for i in body.items if i.vector is None]
-    for item in body.items:
-        if (item.vector is None) == (item.text is None):
-            raise BadRequest(f"item {item.id!r}: give exactly one of vector or text")
-        if item.vector is not None and len(item.vector) != spec.dim:
+    vec_items = [i for i in body.items if isinstance(i, VectorItem)]
+    text_items = [i for i in body.items if isinstance(i, TextItemBody)]
+    for item in vec_items:
+        if len(item.vector) != spec.dim:
             raise BadRequest(
                 f"item {item.id!r} has dimension {len(item.vector)}; index {name!r} has {spec.dim}"
             )
@@ -189,7 +322,7 @@ async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONRespo
         req = EmbedRequest(
             batch_id=uuid.uuid4().hex,
             index=name,
-            items=[TextItem(id=i.id, text=i.text or "", metadata=i.metadata) for i in text_items],
+            items=[TextItem(id=i.id, text=i.text, metadata=i.metadata) for i in text_items],
         )
         acks.append(
             await js.publish_async(
@@ -204,8 +337,18 @@ async def add(name: str, body: AddBody, st: State = Depends(state)) -> JSONRespo
     )
 
 
-@router.delete("/v1/vectors/index/{name}/items", summary="Delete items by id")
-async def delete_items(name: str, body: DeleteBody, st: State = Depends(state)) -> JSONResponse:
+@router.delete(
+    "/v1/vectors/indexes/{name}/items",
+    status_code=202,
+    summary="Delete items by id (a missing id is not an error)",
+    responses={
+        202: {"model": ItemsDeleted, "description": "Published; the partitions apply it shortly."},
+        **errors.responses(400, 404, 503),
+    },
+)
+async def delete_items(
+    name: IndexName, body: DeleteBody, st: State = Depends(state)
+) -> JSONResponse:
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
     encoded = batches.batches(body.ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
@@ -244,19 +387,36 @@ async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> list[str
     return [i for i in table.column("id").to_pylist() if i is not None]
 
 
-@router.post("/v1/vectors/index/{name}/search", summary="Top-k search by vector or text")
-async def search(name: str, body: SearchBody, st: State = Depends(state)) -> Response:
+@router.post(
+    "/v1/vectors/indexes/{name}/search",
+    summary="Top-k search by vector or text, optionally filtered",
+    response_class=Response,
+    responses={
+        200: {"model": SearchReply, "description": "The hits."},
+        **errors.responses(
+            400,
+            403,
+            404,
+            503,
+            504,
+            _400="Invalid request, a query of the wrong dimension, a filter that is not a valid "
+            "predicate, or a filter on an index without dataset/id_column.",
+            _403="The filter reaches outside the datasets (the SQL sandbox).",
+        ),
+    },
+)
+async def search(
+    name: IndexName, body: VectorQuery | TextQuery, st: State = Depends(state)
+) -> Response:
     started = time.perf_counter()
     spec = await require_index(st, name)
-    if (body.vector is None) == (body.text is None):
-        raise BadRequest("give exactly one of vector or text")
-    vector = body.vector
     embed_ms = 0.0
-    if body.text is not None:
+    if isinstance(body, TextQuery):
         t = time.perf_counter()
         vector = (await embed_texts(st, [body.text]))["vectors"][0]
         embed_ms = (time.perf_counter() - t) * 1000
-    assert vector is not None
+    else:
+        vector = body.vector
     if len(vector) != spec.dim:
         raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
     allowed = None
@@ -288,6 +448,15 @@ async def search(name: str, body: SearchBody, st: State = Depends(state)) -> Res
     return Response(json.dumps(out), media_type="application/json")
 
 
-@router.post("/v1/embed", summary="Embed texts with the configured model")
+@router.post(
+    "/v1/embed",
+    summary="Embed texts with the configured model",
+    responses={
+        200: {"model": EmbedReply, "description": "One vector per text."},
+        **errors.responses(
+            400, 503, 504, _503="No embed worker, or its provider (e.g. Ollama) is unreachable."
+        ),
+    },
+)
 async def embed(body: EmbedBody, st: State = Depends(state)) -> dict[str, Any]:
     return await embed_texts(st, body.texts)

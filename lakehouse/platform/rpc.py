@@ -38,12 +38,16 @@ def parse(model: type[M], data: bytes) -> M:
 
 
 def error_reply(exc: BaseException) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of an error reply."""
+    """Body and headers of an error reply. A :class:`LakehouseError` or :class:`Permanent`
+    says what it means to the caller; any other exception is a bug whose text stays here: it
+    is logged with an incident id, and the reply carries only that id."""
     if isinstance(exc, LakehouseError | Permanent):
         status, error, detail = exc.status, exc.error, exc.detail
     else:
-        log.error("request handler failed", exc_info=exc)
-        status, error, detail = 500, "internal error", f"{type(exc).__name__}: {exc}"
+        incident = uuid.uuid4().hex[:12]
+        log.error("request handler failed", exc_info=exc, extra={"incident": incident})
+        status, error = 500, "internal error"
+        detail = f"unexpected error in the worker (incident {incident}; see the worker's log)"
     body = json.dumps({"error": error, "detail": detail}, default=str).encode()
     return body, {STATUS_HEADER: str(status)}
 

@@ -150,6 +150,7 @@ class Runtime:
         for svc in self.worker.serves():
             queue = f"{S.PREFIX}.{self.kind}" if svc.queue else ""
             subs.append(await self.nc.subscribe(svc.subject, queue=queue, cb=self._serve(svc)))
+        await self.nc.flush()  # the server has every subscription before "ready"
         log.info(
             "worker ready",
             extra={"kind": self.kind, "instance": self.instance, "concurrency": self.concurrency},
@@ -303,10 +304,16 @@ class Runtime:
             await _quietly(msg.nak(delay=self.backoff(md.num_delivered)))
             return "retry"
         await _quietly(msg.term())
+        # What a client sees (e.g. a failed job): not an unexpected exception's text, which
+        # stays in the dead letter and the log.
+        failure = failure or Permanent(
+            f"gave up after {md.num_delivered} deliveries; "
+            f"`lakehouse dlq list {self.kind}` shows the error",
+            status=500,
+            error="gave up after retries",
+        )
         try:
-            await self.worker.dead_lettered(
-                msg, failure or Permanent(error, status=500, error="gave up after retries")
-            )
+            await self.worker.dead_lettered(msg, failure)
         except Exception as exc:
             log.error("dead-letter hook failed", extra={"error": _describe(exc)})
         return "dead-lettered"

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 
-from lakehouse.platform.config import child_env, load_settings
-from lakehouse.platform.procs import REPO_ROOT, free_port
+from lakehouse.devtools.bench.rss import PeakRss
+from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import Proc, project_env
+from lakehouse.platform.config import load_settings
+from lakehouse.platform.procs import free_port
 
 MiB = 1 << 20
 
@@ -55,38 +54,19 @@ def main() -> int:
             gateway={"port": port, "max_put_bytes": total + MiB},
             nats={"url": f"nats://127.0.0.1:{free_port()}"},
         )
-        env = {**os.environ, **child_env(settings)}
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse", "gateway"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        gw = Proc(["gateway"], project_env(settings), Path(tmp) / "gateway.log")
         base = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"{base}/docs", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{base}/docs", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            proc = psutil.Process(gw.pid)
-            baseline = proc.memory_info().rss
-            peak = baseline
-            stop = threading.Event()
-
-            def sample() -> None:
-                nonlocal peak
-                while not stop.is_set():
-                    peak = max(peak, proc.memory_info().rss)
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
+            wait_until(serving, timeout=30, what="the gateway to serve")
+            rss = PeakRss([gw.pid], every=0.05)
+            baseline = rss.current()
             chunk = os.urandom(256 * 1024)
 
             def body() -> Iterator[bytes]:
@@ -96,11 +76,11 @@ def main() -> int:
                     sent += n
                     yield chunk[:n]
 
-            started = time.monotonic()
-            r = httpx.put(f"{base}/v1/storage/bench/big.bin", content=body(), timeout=600)
-            elapsed = time.monotonic() - started
-            stop.set()
-            sampler.join()
+            with rss:
+                started = time.monotonic()
+                r = httpx.put(f"{base}/v1/storage/bench/big.bin", content=body(), timeout=600)
+                elapsed = time.monotonic() - started
+            peak = rss.peak
             r.raise_for_status()
             assert r.json()["size"] == total, r.text
             print(
@@ -110,8 +90,7 @@ def main() -> int:
                 f"growth={(peak - baseline) / MiB:.1f} MiB"
             )
         finally:
-            gw.terminate()
-            gw.wait()
+            gw.stop()
             if seaweed:
                 seaweed.stop()
     return 0

@@ -15,8 +15,8 @@ from typing import Any
 import psutil
 
 from lakehouse.devtools.bench import workloads as W
-from lakehouse.devtools.bench.stack import BenchStack
 from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.stack import Stack
 
 WORKLOADS = ("ingest", "sql", "vectors", "texts", "auto-embed")
 
@@ -70,7 +70,9 @@ def run(
         if tabular:
             size = generate(csv, rows, seed=42)
             say(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)")
-        stack = BenchStack(work / "stack").start()
+        # The shipped settings, but no periodic snapshot during a measurement.
+        snapshots = {"vectors": {"snapshot_every": 3600}}
+        stack = Stack(work / "stack", overrides=snapshots, tuned=False).up()
         try:
             if tabular:
                 rows_ingest, parquet = W.ingest(stack, csv, rows, work)

@@ -22,8 +22,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lakehouse.devtools.bench.data import clustered, exact_topk, recall
-from lakehouse.devtools.bench.stack import BenchStack, PeakRss
+from lakehouse.devtools.bench.rss import PeakRss
 from lakehouse.devtools.datagen import iter_rows
+from lakehouse.devtools.stack import Stack
 from lakehouse.vectors import batches
 
 MiB = 1 << 20
@@ -80,7 +81,7 @@ def timed(fn: Any, *args: Any) -> float:
     return time.perf_counter() - t
 
 
-def ingest(stack: BenchStack, csv: Path, rows: int, work: Path) -> tuple[list[Row], Path]:
+def ingest(stack: Stack, csv: Path, rows: int, work: Path) -> tuple[list[Row], Path]:
     def duck() -> None:
         con = duckdb.connect()
         types = "{'hourly_rate': 'VARCHAR', 'years_experience': 'VARCHAR'}"
@@ -150,7 +151,7 @@ SQL = [
 ]
 
 
-def sql(stack: BenchStack, parquet: Path, rows: int, runs: int) -> list[Row]:
+def sql(stack: Stack, parquet: Path, rows: int, runs: int) -> list[Row]:
     con = duckdb.connect()
     con.execute(f"CREATE VIEW workers AS SELECT * FROM read_parquet('{parquet}')")
     out = []
@@ -196,7 +197,7 @@ async def publish(url: str, index: str, data: np.ndarray, parts: int, window: in
 
 def wait_count(c: httpx.Client, index: str, n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while c.get(f"/v1/vectors/index/{index}").json().get("count", 0) < n:
+    while c.get(f"/v1/vectors/indexes/{index}").json().get("count", 0) < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"index {index} did not reach {n} vectors in {timeout} s")
         time.sleep(0.2)
@@ -225,16 +226,16 @@ def raw_floor(
     return seconds, ms, found
 
 
-def vectors(stack: BenchStack, n: int, dim: int, parts: int = 4) -> list[Row]:
+def vectors(stack: Stack, n: int, dim: int, parts: int = 4) -> list[Row]:
     data = clustered(n, dim, centers=max(50, n // 200), noise=0.5)
     queries = clustered(200, dim, centers=max(50, n // 200), noise=0.5, sample=99)
     truth = exact_topk(data, queries, 10)
     raw_s, raw_ms, raw_found = raw_floor(data, queries)
     with httpx.Client(base_url=stack.base, timeout=60) as c:
         c.post(
-            "/v1/vectors/index", json={"name": "bench", "dim": dim, "partitions": parts}
+            "/v1/vectors/indexes", json={"name": "bench", "dim": dim, "partitions": parts}
         ).raise_for_status()
-        while c.get("/v1/vectors/index/bench").json()["missing_partitions"]:
+        while c.get("/v1/vectors/indexes/bench").json()["missing_partitions"]:
             time.sleep(0.1)
         t = time.perf_counter()
         asyncio.run(publish(stack.nats_url, "bench", data, parts))
@@ -244,7 +245,7 @@ def vectors(stack: BenchStack, n: int, dim: int, parts: int = 4) -> list[Row]:
         lean = Lean(stack.base)
         for i, q in enumerate([*queries[:20], *queries]):
             ms, got = timed_post(
-                lean, "/v1/vectors/index/bench/search", {"vector": q.tolist(), "k": 10}
+                lean, "/v1/vectors/indexes/bench/search", {"vector": q.tolist(), "k": 10}
             )
             if i >= 20:
                 ours_ms.append(ms)
@@ -290,7 +291,7 @@ def vectors(stack: BenchStack, n: int, dim: int, parts: int = 4) -> list[Row]:
     ]
 
 
-def texts(stack: BenchStack, count: int) -> list[Row]:
+def texts(stack: Stack, count: int) -> list[Row]:
     from lakehouse.platform.config import load_settings
     from lakehouse.vectors.embedding import load_provider
 
@@ -300,19 +301,19 @@ def texts(stack: BenchStack, count: int) -> list[Row]:
     direct_s = timed(lambda: [provider.embed(items[i : i + 64]) for i in range(0, count, 64)])
     with httpx.Client(base_url=stack.base, timeout=120) as c:
         c.post(
-            "/v1/vectors/index", json={"name": "bench_text", "dim": 384, "partitions": 2}
+            "/v1/vectors/indexes", json={"name": "bench_text", "dim": 384, "partitions": 2}
         ).raise_for_status()
-        while c.get("/v1/vectors/index/bench_text").json()["missing_partitions"]:
+        while c.get("/v1/vectors/indexes/bench_text").json()["missing_partitions"]:
             time.sleep(0.1)
         t = time.perf_counter()
         for s in range(0, count, 500):
             batch = [{"id": str(i), "text": items[i]} for i in range(s, min(s + 500, count))]
-            c.post("/v1/vectors/index/bench_text/add", json={"items": batch}).raise_for_status()
+            c.post("/v1/vectors/indexes/bench_text/items", json={"items": batch}).raise_for_status()
         wait_count(c, "bench_text", count, timeout=36_000)
         pipe_s = time.perf_counter() - t
         cold, cached = [], []
         lean = Lean(stack.base)
-        path = "/v1/vectors/index/bench_text/search"
+        path = "/v1/vectors/indexes/bench_text/search"
         for i in range(20):
             q = {"text": f"forklift driver OSHA-30 near St. Louis {i}"}
             cold.append(timed_post(lean, path, q)[0])
@@ -335,7 +336,7 @@ def texts(stack: BenchStack, count: int) -> list[Row]:
     ]
 
 
-def auto_embed(stack: BenchStack, csv: Path, rows: int) -> list[Row]:
+def auto_embed(stack: Stack, csv: Path, rows: int) -> list[Row]:
     params: dict[str, str | int] = {
         "name": "auto",
         "embed_index": "auto",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from lakehouse.platform.errors import BadRequest, NotFound
+from lakehouse.platform.errors import BadRequest, Conflict, NotFound
 from lakehouse.platform.storage import (
     LIST_LIMIT,
     READ_CHUNK,
@@ -117,8 +118,11 @@ class FileStorage(Storage):
     def _list(self, prefix: str, limit: int) -> Listing:
         # Walk only the directory that can hold the prefix, in sorted (key) order.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root / base if base else self.root
         out: list[ObjectInfo] = []
+        if "/" in prefix and any(seg in ("", ".", "..") for seg in base.split("/")):
+            # No key has such a segment (and "/etc" or "../.." must not leave the root).
+            return Listing(out, False)
+        start = self.root / base if base else self.root
         if not start.is_dir():
             return Listing(out, False)
         for key, path in _walk(start, base):
@@ -164,10 +168,22 @@ def _install(tmp: Path, path: Path) -> None:
     # A concurrent delete (another process) prunes empty parent directories: it can remove
     # the one just created before the rename lands. Re-create and try again.
     for attempt in range(10):
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, path)
             return
         except FileNotFoundError:
             if not tmp.exists() or attempt == 9:
                 raise
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            # Files are objects and directories are key prefixes: "a" and "a/b" cannot both
+            # exist here (they can on S3).
+            raise Conflict(
+                "the key collides with another object's path (a key cannot be both an object "
+                "and the prefix of another on the file backend)",
+                error="key conflict",
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise BadRequest("a key segment is too long", error="invalid key") from None
+            raise
