@@ -46,7 +46,14 @@ from schemas.catalog import (
     RegisterRequest,
 )
 from schemas.ingest import IngestRequest, JobStatus
-from schemas.messages import DeadLetter, ErrorBody, HealthReply, Message
+from schemas.messages import (
+    PART_HEADER,
+    STATUS_HEADER,
+    DeadLetter,
+    ErrorBody,
+    HealthReply,
+    Message,
+)
 from schemas.query import SqlRequest, SqlResult
 from schemas.vectors import (
     QUERY_HEADER,
@@ -61,8 +68,6 @@ TITLE = "Lakehouse"
 SERVER_URL = "nats://127.0.0.1:4222"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 OCTETS = "application/octet-stream"
-STATUS_HEADER = "Lakehouse-Status"  # lakehouse.platform.rpc.STATUS_HEADER
-PART_HEADER = "Lakehouse-Part"  # lakehouse.platform.rpc.PART_HEADER
 
 DESCRIPTION = f"""
 The NATS contract of Lakehouse: what upstream systems may publish, what they can subscribe to,

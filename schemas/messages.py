@@ -26,6 +26,11 @@ are long lists of these)."""
 Bool = StrictBool
 """``true`` or ``false``, never ``1`` or ``"yes"``."""
 
+STATUS_HEADER = "Lakehouse-Status"
+"""On a request/reply error reply: its HTTP status (the body is an :class:`ErrorBody`)."""
+PART_HEADER = "Lakehouse-Part"
+"""``i/n`` on each part of a reply larger than the server's max_payload, in order."""
+
 
 class Message(BaseModel):
     """Base of every message: versioned, unknown fields ignored for forward compatibility."""

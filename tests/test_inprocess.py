@@ -174,4 +174,8 @@ async def test_text_search_uses_the_cache(
         assert both[0] == first and calls == [["cache me"], ["new text"]]
         await vectors("third")  # over cache_size: the least recently used ("cache me") goes
         await vectors("cache me")
-    assert calls == [["cache me"], ["new text"], ["third"], ["cache me"]]
+        assert calls == [["cache me"], ["new text"], ["third"], ["cache me"]]
+        # More distinct texts than the cache holds: every vector still comes back, in order.
+        many = await vectors("a", "b", "c", "a")
+        assert len(many) == 4 and many[0] == many[3]
+        assert calls[-1] == ["a", "b", "c"] and len(rt.worker.cache) == 2  # type: ignore[attr-defined]

@@ -138,21 +138,24 @@ class EmbedWorker(Worker):
     async def embed_text(self, msg: Msg) -> bytes:
         req = parse(EmbedText, msg.data)
         missing = list(dict.fromkeys(t for t in req.texts if t not in self.cache))
+        found = {t: self.cache[t] for t in req.texts if t in self.cache}
         if missing:
             try:
                 fresh = await self.embed(missing)
             except RetryLater as exc:
                 raise Unavailable(str(exc)) from None
-            for text, vec in zip(missing, fresh, strict=True):
-                self.cache[text] = vec
+            found.update(zip(missing, fresh, strict=True))
+        # The answer comes from ``found``: a request with more distinct texts than the cache
+        # holds still gets every vector; the cache keeps the most recently used ones.
         limit = self.rt.settings.embed.cache_size
-        for text in req.texts:
+        for text in dict.fromkeys(req.texts):
+            self.cache[text] = found[text]
             self.cache.move_to_end(text)
         while len(self.cache) > limit:
             self.cache.popitem(last=False)
         body = {
             "model": self.provider.model,
             "dim": self.provider.dim,
-            "vectors": [self.cache[t].tolist() for t in req.texts],
+            "vectors": [found[t].tolist() for t in req.texts],
         }
         return json.dumps(body).encode()

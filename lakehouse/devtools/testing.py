@@ -36,7 +36,7 @@ from lakehouse.devtools.servers import NatsServer
 from lakehouse.devtools.stack import merged
 from lakehouse.platform.bus import STREAMS, connect, provision
 from lakehouse.platform.config import Settings, load_settings
-from lakehouse.platform.rpc import call
+from lakehouse.platform.rpc import call, scatter
 from lakehouse.platform.runtime import Runtime, Worker
 from lakehouse.platform.storage import Storage, open_storage
 from schemas import subjects as S
@@ -73,6 +73,7 @@ class Harness:
         its consumer loops crashed."""
         rt = await self._start(kind, self.settings_with(**overrides))
         done = asyncio.create_task(rt.stopped())
+        await self.answering(rt)
         try:
             yield rt
         finally:
@@ -80,6 +81,23 @@ class Harness:
             rc = await done
         if rc:
             raise AssertionError(f"a {rt.kind} consumer loop crashed (see the log)")
+
+    async def answering(self, rt: Runtime, timeout: float = 10.0) -> None:
+        """Return once ``rt`` answers a health ping sent from the harness's own connection:
+        its services are reachable from a client, not just subscribed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            replies = await scatter(
+                self.nc,
+                S.HEALTH_PING,
+                b"",
+                timeout=0.5,
+                done=lambda got: any(rt.instance.encode() in r for r in got),
+            )
+            if any(rt.instance.encode() in r for r in replies):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{rt.kind} did not answer a health ping in {timeout} s")
 
     async def drain(self, kind: str | type[Worker], **overrides: Any) -> Runtime:
         """Run ``kind`` in burst mode: until its consumers have nothing pending; the stopped

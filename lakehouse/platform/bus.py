@@ -212,6 +212,19 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
             await asyncio.sleep(delay)
 
 
+async def settle(nc: NATS) -> None:
+    """Return once the server has every subscription made so far on ``nc``.
+
+    ``nc.flush()`` alone is not enough: nats-py writes its PING straight to the socket while
+    SUBs wait in the client's pending buffer, so the PONG can come back before a SUB was even
+    sent (a request right after "ready" then got a 503 no-responders). Write the pending
+    buffer first, then round-trip a PING."""
+    written = await nc._flush_pending()  # resolves once the flusher wrote the buffer
+    if written is not None:
+        await written
+    await nc.flush()
+
+
 async def _on_error(exc: Exception) -> None:
     log.warning("nats error", extra={"error": f"{type(exc).__name__}: {exc}"})
 

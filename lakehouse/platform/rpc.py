@@ -19,11 +19,9 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from lakehouse.platform.errors import BadRequest, LakehouseError, Permanent, Timeout, Unavailable
+from schemas.messages import PART_HEADER, STATUS_HEADER
 
 log = logging.getLogger("lakehouse.rpc")
-
-STATUS_HEADER = "Lakehouse-Status"
-PART_HEADER = "Lakehouse-Part"  # "i/n": replies larger than max_payload come in parts
 
 
 M = TypeVar("M", bound=BaseModel)

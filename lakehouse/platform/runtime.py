@@ -31,7 +31,14 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from lakehouse.platform import backoff
-from lakehouse.platform.bus import STREAMS, ConsumerSpec, StreamSpec, connect, provision
+from lakehouse.platform.bus import (
+    STREAMS,
+    ConsumerSpec,
+    StreamSpec,
+    connect,
+    provision,
+    settle,
+)
 from lakehouse.platform.config import Settings
 from lakehouse.platform.errors import Permanent
 from lakehouse.platform.logs import setup_logging
@@ -150,7 +157,7 @@ class Runtime:
         for svc in self.worker.serves():
             queue = f"{S.PREFIX}.{self.kind}" if svc.queue else ""
             subs.append(await self.nc.subscribe(svc.subject, queue=queue, cb=self._serve(svc)))
-        await self.nc.flush()  # the server has every subscription before "ready"
+        await settle(self.nc)  # the server has every subscription before "ready"
         log.info(
             "worker ready",
             extra={"kind": self.kind, "instance": self.instance, "concurrency": self.concurrency},
