@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -40,18 +40,22 @@ async def test_health_counts_live_replicas(
     workers = [spawn(settings, "worker", PROBE, env=probe_env) for _ in range(2)]
     async with httpx.AsyncClient(base_url=base, timeout=10) as c:
 
-        async def probes() -> int:
-            r = await c.get("/health")
-            return r.status_code == 200 and r.json()["workers"].get("probe", {}).get("replicas")
+        def replicas(n: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                r = await c.get("/health")
+                got = r.json()["workers"].get("probe", {}).get("replicas") if r.is_success else 0
+                return bool(got == n)  # exactly n: a count on its way up is not enough
 
-        assert await eventually(probes, timeout=30, what="two probe replicas") == 2
+            return check
+
+        assert await eventually(replicas(2), timeout=30, what="two probe replicas")
         body = (await c.get("/health")).json()
         assert body["gateway"]["status"] == "ok"
         assert body["nats"]["connected"] is True
         pids = sorted(i["pid"] for i in body["workers"]["probe"]["instances"])
         assert pids == sorted(w.pid for w in workers)
         workers[0].stop()
-        assert await eventually(probes, timeout=30, what="one probe replica") == 1
+        assert await eventually(replicas(1), timeout=30, what="one probe replica")
 
 
 async def test_health_is_503_when_nats_is_unreachable(
