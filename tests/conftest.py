@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from lakehouse.devtools import testing
-from lakehouse.devtools.servers import NatsServer, SeaweedS3, wait_until
-from lakehouse.devtools.stack import Proc, Stack, merged, project_env
-from lakehouse.platform.config import Settings, load_settings
+from lakehouse.devtools.servers import NatsServer, SeaweedS3
+from lakehouse.devtools.stack import Proc, Stack, project_env, serving
+from lakehouse.platform.config import Settings, load_settings, merged
 from lakehouse.platform.procs import free_port
 
 
@@ -52,18 +51,12 @@ def settings_under(
     storage: dict[str, Any] = {}
     if backend == "s3":
         assert seaweed is not None, "backend='s3' needs the seaweed fixture"
-        storage = {
-            "url": f"s3://{unique('bkt')}",
-            "s3_endpoint": seaweed.endpoint,
-            "s3_access_key": seaweed.access_key,
-            "s3_secret_key": seaweed.secret_key,
-            "s3_part_size": 5 << 20,
-        }
+        storage = seaweed.storage(unique("bkt"), part_size=5 << 20)
     overrides: dict[str, Any] = {
         "data_dir": root / "data",
         "storage": storage or None,
         "nats": {"url": server.url} if server else None,
-        "workers": {"ack_wait": 2.0, "backoff_base": 0.05, "backoff_max": 0.2},
+        "workers": testing.FAST["workers"],
     }
     return load_settings(root / "no-such.toml", **merged(overrides, kw))
 
@@ -103,22 +96,6 @@ def gateway(
         return serving(spawn(settings, "gateway"), settings)
 
     return factory
-
-
-def serving(proc: Proc, settings: Settings) -> str:
-    """Wait until the gateway ``proc``, started with ``settings``, serves; its base URL."""
-    base = f"http://127.0.0.1:{settings.gateway.port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited:\n{proc.output()}")
-        try:
-            return httpx.get(f"{base}/docs", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, timeout=30, what="gateway to serve")
-    return base
 
 
 KINDS = ("catalog", "ingest", "query")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lakehouse.devtools.stack import project_env, run_cli
 from lakehouse.platform.procs import REPO_ROOT, free_port
 
 # Every command that talks to a running stack (a verb path, then its required arguments).
@@ -23,19 +23,8 @@ CONNECTED = [
 ]
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
-
-
 def lakehouse(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        env={**env(), "COLUMNS": "200"},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*argv, env=project_env(COLUMNS="200"), rc=None)
 
 
 @pytest.mark.slow  # each command waits out its 5 s connect deadline
@@ -53,7 +42,7 @@ def test_commands_pointed_at_nothing_print_one_line_and_exit_2(tmp_path: Path) -
                 "--data-dir",
                 str(tmp_path),
             ],
-            env=env(),
+            env=project_env(),
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -27,8 +27,9 @@ import pytest
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import SeaweedS3, wait_until
-from lakehouse.devtools.stack import Stack, merged
+from lakehouse.devtools.stack import Stack
 from lakehouse.ops.verify import expected_index_digest
+from lakehouse.platform.config import merged
 from lakehouse.vectors import batches
 from tests.support.recovery import record
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from lakehouse.devtools.stack import Proc, project_env
+from lakehouse.devtools.stack import Proc, project_env, serving
 from lakehouse.platform.procs import free_port
-from tests.conftest import serving, settings_under
+from tests.conftest import settings_under
 
 
 @pytest.fixture(scope="module", params=["file", "s3"])

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from lakehouse.devtools.servers import eventually
+from lakehouse.devtools.stack import project_env, run_cli
 from lakehouse.platform.procs import REPO_ROOT, free_port
 from tests.conftest import unique
 from workers import KINDS
@@ -25,28 +26,14 @@ pytestmark = pytest.mark.slow
 PROBE = "tests.support.probe:ProbeWorker"
 
 
-def cli(env: dict[str, str], *argv: str, rc: int = 0) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == rc, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
-    return out
-
-
 async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
     http_port, nats_port = free_port(), free_port()
     (tmp_path / "probe").mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")},
-        "PROBE_STREAM": unique("PROBE_"),
-        "PROBE_SUBJECT": f"test.{unique()}.work",
-        "PROBE_DIR": str(tmp_path / "probe"),
-    }
+    env = project_env(
+        PROBE_STREAM=unique("PROBE_"),
+        PROBE_SUBJECT=f"test.{unique()}.work",
+        PROBE_DIR=str(tmp_path / "probe"),
+    )
     kinds = [*KINDS, PROBE]
     argv = [
         sys.executable, "-m", "lakehouse", "up",
@@ -95,10 +82,12 @@ async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
                 "--data-dir",
                 str(tmp_path / "data"),
             ]
-            report = json.loads(cli(env, "verify", "--json", *conn).stdout)
+            report = json.loads(run_cli("verify", "--json", *conn, env=env).stdout)
             assert report["ok"] is True
-            assert json.loads(cli(env, "dlq", "list", "ingest", "--json", *conn).stdout) == []
-            missing = cli(env, "dlq", "show", "ingest", "999999", *conn, rc=2)
+            assert (
+                json.loads(run_cli("dlq", "list", "ingest", "--json", *conn, env=env).stdout) == []
+            )
+            missing = run_cli("dlq", "show", "ingest", "999999", *conn, rc=2, env=env)
             assert missing.stderr.strip().splitlines() == [
                 "error: not found: no dead letter 999999 for kind 'ingest'"
             ]

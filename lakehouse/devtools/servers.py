@@ -74,6 +74,19 @@ class SeaweedS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
+    def storage(self, bucket: str, part_size: int | None = None) -> dict[str, Any]:
+        """The ``storage`` settings section for ``bucket`` on this server (multipart parts of
+        ``part_size`` bytes, else the default)."""
+        section: dict[str, Any] = {
+            "url": f"s3://{bucket}",
+            "s3_endpoint": self.endpoint,
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+        if part_size is not None:
+            section["s3_part_size"] = part_size
+        return section
+
     def start(self) -> SeaweedS3:
         # weed also listens on each port + 10000 (gRPC): pick ports where both are free.
         self.ports = []

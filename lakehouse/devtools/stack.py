@@ -22,18 +22,9 @@ from typing import Any
 import httpx
 
 from lakehouse.devtools.servers import NatsServer, SeaweedS3, wait_until
-from lakehouse.platform.config import Settings, child_env, load_settings
+from lakehouse.platform.config import Settings, child_env, load_settings, merged
 from lakehouse.platform.procs import REPO_ROOT, free_port
 from schemas.subjects import WORKER_KINDS
-
-
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` on ``base``, one level deep (a section override keeps the other keys)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
 
 TUNED: dict[str, Any] = {
     "workers": {"ack_wait": 5.0, "backoff_base": 0.1, "backoff_max": 1.0},
@@ -109,6 +100,39 @@ class Proc:
             return self.popen.wait()
 
 
+def serving(proc: Proc, settings: Settings) -> str:
+    """Wait until the gateway ``proc``, started with ``settings``, serves; its base URL."""
+    base = f"http://127.0.0.1:{settings.gateway.port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited:\n{proc.output()}")
+        try:
+            return httpx.get(f"{base}/docs", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=30, what="gateway to serve")
+    return base
+
+
+def run_cli(
+    *argv: str, env: dict[str, str], rc: int | None = 0, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``lakehouse <argv>`` to completion with ``env``; fails unless it exits with ``rc``
+    (``None``: any status, for the caller to check)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "lakehouse", *argv],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert rc is None or out.returncode == rc, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out
+
+
 @dataclass
 class Stack:
     root: Path
@@ -126,13 +150,7 @@ class Stack:
         storage: dict[str, Any] | None = None
         if self.backend == "s3":
             assert self.seaweed is not None, "backend='s3' needs a SeaweedS3"
-            storage = {
-                "url": f"s3://stack{os.getpid()}{free_port()}",
-                "s3_endpoint": self.seaweed.endpoint,
-                "s3_access_key": self.seaweed.access_key,
-                "s3_secret_key": self.seaweed.secret_key,
-                "s3_part_size": 5 << 20,
-            }
+            storage = self.seaweed.storage(f"stack{os.getpid()}{free_port()}", part_size=5 << 20)
         port = free_port()
         self.settings: Settings = load_settings(
             self.root / "none.toml",
@@ -259,15 +277,7 @@ class Stack:
     def cli(self, *argv: str, rc: int = 0, timeout: float = 120) -> str:
         """Run ``lakehouse <argv>`` against this stack; its stdout (fails unless it exits
         with ``rc``)."""
-        out = subprocess.run(
-            [sys.executable, "-m", "lakehouse", *argv],
-            env=self.env(),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert out.returncode == rc, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+        out = run_cli(*argv, env=self.env(), rc=rc, timeout=timeout)
         return out.stdout + (out.stderr if rc else "")
 
     def client(self, timeout: float = 60) -> httpx.Client:

@@ -33,9 +33,8 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from lakehouse.devtools.servers import NatsServer
-from lakehouse.devtools.stack import merged
 from lakehouse.platform.bus import STREAMS, connect, provision
-from lakehouse.platform.config import Settings, load_settings
+from lakehouse.platform.config import Settings, load_settings, merged
 from lakehouse.platform.rpc import call, scatter
 from lakehouse.platform.runtime import Runtime, Worker
 from lakehouse.platform.storage import Storage, open_storage

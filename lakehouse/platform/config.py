@@ -187,6 +187,14 @@ class Settings(BaseSettings):
         return found
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``, one level deep (a section override keeps the other keys)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build Settings, with ``overrides`` (CLI flags, nested dicts allowed) winning."""
     path = Path(config_file or os.environ.get("LAKEHOUSE_CONFIG", "lakehouse.toml"))

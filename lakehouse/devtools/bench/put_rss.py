@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 
 from lakehouse.devtools.bench.rss import PeakRss
-from lakehouse.devtools.servers import wait_until
-from lakehouse.devtools.stack import Proc, project_env
+from lakehouse.devtools.stack import Proc, project_env, serving
 from lakehouse.platform.config import load_settings
 from lakehouse.platform.procs import free_port
 
@@ -40,12 +39,7 @@ def main() -> int:
             from lakehouse.devtools.servers import SeaweedS3
 
             seaweed = SeaweedS3(Path(tmp) / "s3").start()
-            storage = {
-                "url": "s3://bench-put",
-                "s3_endpoint": seaweed.endpoint,
-                "s3_access_key": seaweed.access_key,
-                "s3_secret_key": seaweed.secret_key,
-            }
+            storage = seaweed.storage("bench-put")
         port = free_port()
         settings = load_settings(
             Path(tmp) / "none.toml",
@@ -55,16 +49,8 @@ def main() -> int:
             nats={"url": f"nats://127.0.0.1:{free_port()}"},
         )
         gw = Proc(["gateway"], project_env(settings), Path(tmp) / "gateway.log")
-        base = f"http://127.0.0.1:{port}"
-
-        def serving() -> bool:
-            try:
-                return httpx.get(f"{base}/docs", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         try:
-            wait_until(serving, timeout=30, what="the gateway to serve")
+            base = serving(gw, settings)
             rss = PeakRss([gw.pid], every=0.05)
             baseline = rss.current()
             chunk = os.urandom(256 * 1024)

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lakehouse.platform.config import Settings, load_settings
+from lakehouse.platform.config import Settings, load_settings, merged
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -88,12 +88,8 @@ class Connection:
             "nats": {"url": self.nats_url} if self.nats_url else None,
             "storage": {"url": self.storage} if self.storage else None,
         }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(given.get(key), dict):
-                given[key] = {**given[key], **value}
-            elif value is not None:
-                given[key] = value
-        return load_settings(self.config, **{k: v for k, v in given.items() if v is not None})
+        given = merged(given, {k: v for k, v in overrides.items() if v is not None})
+        return load_settings(self.config, **given)
 
 
 def connected(fn: Callable[..., T]) -> Callable[..., T]:
