@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from gateway import errors
-from gateway.routes import catalog, contract, health, ingest, sql, storage, vectors
+from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
 from lakehouse import __version__
 from lakehouse.platform.bus import connect
 from lakehouse.platform.config import Settings, load_settings, redact_url
@@ -98,5 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(sql.router)
     app.include_router(vectors.router)
+    app.include_router(search.router)
     app.include_router(contract.router)
     return app

@@ -131,3 +131,7 @@ class DeleteReply(BaseModel):
         description="Stream sequence of the tombstone event (read-your-writes token).",
         examples=[43],
     )
+
+
+class ListRequest(Message):
+    """``lakehouse.catalog.list`` request; the body is ignored (the gateway sends ``{}``)."""

@@ -103,3 +103,11 @@ class JobStatus(Message):
 
 
 _JOB_ID: TypeAdapter[str] = TypeAdapter(JobId)
+
+
+class EmbedProgress(BaseModel):
+    """``lakehouse.jobs.<job_id>.embed.<batch_id>``: one auto-embed batch of a job is done."""
+
+    batch_id: str = Field(description="The EmbedRequest's batch_id.", examples=["5b1e-0"])
+    items: int = Field(description="Items embedded and published.", examples=[500])
+    failed: int = Field(description="Items the model rejected (dead-lettered).", examples=[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from schemas.messages import Int, Message
 from schemas.subjects import Name
@@ -109,3 +109,16 @@ class PartitionReply(BaseModel):
     ids_digest: str | None = Field(
         None, description="op=ids: sha256 over the sorted live ids, one per line."
     )
+
+
+class EmbedTextReply(BaseModel):
+    """Reply to ``lakehouse.embed.text``: one vector per text, in order."""
+
+    model: str = Field(description="Embedding model.", examples=["all-MiniLM-L6-v2"])
+    dim: int = Field(description="Vector dimension.", examples=[384])
+    vectors: list[list[float]] = Field(description="One vector per requested text.")
+
+
+class SearchReply(RootModel[list[PartitionReply]]):
+    """Reply of one vector worker to ``lakehouse.search.<index>``: one entry per partition of
+    the index it owns (empty when it owns none)."""

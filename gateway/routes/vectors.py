@@ -1,38 +1,32 @@
-"""Vector routes: ``/v1/vectors/indexes`` (create, list), ``/v1/vectors/indexes/{name}``
-(stats, delete), ``/v1/vectors/indexes/{name}/items`` (add, delete),
-``/v1/vectors/indexes/{name}/search`` (scatter/gather), and ``/v1/embed``."""
+"""Vector index routes: ``/v1/vectors/indexes`` (create, list), ``/v1/vectors/indexes/{name}``
+(stats, delete), ``/v1/vectors/indexes/{name}/items`` (add, delete). Search and ``/v1/embed``
+are in :mod:`gateway.routes.search`; both scatter to the partitions through :func:`gather`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import pyarrow as pa
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import errors
 from gateway.routes import state
 from lakehouse.platform.errors import BadRequest, NotFound
-from lakehouse.platform.rpc import call, scatter
+from lakehouse.platform.rpc import scatter
 from lakehouse.platform.storage import keys
 from lakehouse.vectors import batches
 from lakehouse.vectors.indexes import create_index, get_index, list_indexes
 from schemas import subjects as S
-from schemas.messages import Float, Int
-from schemas.query import SqlRequest
+from schemas.messages import Float
 from schemas.vectors import (
-    QUERY_HEADER,
     EmbedRequest,
-    EmbedText,
-    Hit,
     IndexDefinition,
     IndexSpec,
     SearchRequest,
@@ -126,61 +120,6 @@ class DeleteBody(BaseModel):
 
 class ItemsDeleted(BaseModel):
     deleted: int = Field(description="Ids whose deletion was published.")
-
-
-class SearchOptions(BaseModel):
-    k: Int = Field(10, ge=1, le=1000, description="Hits wanted.")
-    ef: Int | None = Field(
-        None, ge=1, le=4096, description="Beam width (default: the index's ef_search)."
-    )
-    filter: str | None = Field(
-        None,
-        min_length=1,
-        description="SQL predicate over the index's dataset; only matching rows are returned.",
-        examples=["state = 'IL' AND reliability > 0.8"],
-    )
-
-
-class VectorQuery(SearchOptions):
-    """Search by a vector."""
-
-    model_config = ConfigDict(extra="forbid")
-    vector: Vector
-
-
-class TextQuery(SearchOptions):
-    """Search by text (embedded, cached)."""
-
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(description="Query text.", examples=["electrician with industrial wiring"])
-
-
-class PartitionTiming(BaseModel):
-    partition: int
-    owner: str
-    took_ms: float
-    count: int
-
-
-class SearchReply(BaseModel):
-    hits: list[Hit] = Field(description="The k nearest, closest first.")
-    partial: bool = Field(description="True when some partition did not answer in time.")
-    missing_partitions: list[int] = Field(description="Those partitions.")
-    partitions: list[PartitionTiming] = Field(description="Per answering partition.")
-    embed_ms: float = Field(description="Time embedding the query text.")
-    filter_ms: float = Field(description="Time resolving the filter.")
-    filter_matches: int | None = Field(description="Rows the filter matched (null: no filter).")
-    took_ms: float = Field(description="Total time in the gateway.")
-
-
-class EmbedBody(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=1000, examples=[["forklift OSHA-30"]])
-
-
-class EmbedReply(BaseModel):
-    model: str = Field(description="The embedding model.", examples=["all-MiniLM-L6-v2"])
-    dim: int = Field(description="Vector dimension.", examples=[384])
-    vectors: list[list[float]] = Field(description="One vector per text, in order.")
 
 
 async def require_index(st: State, name: str) -> IndexSpec:
@@ -354,109 +293,3 @@ async def delete_items(
     encoded = batches.batches(body.ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
     await batches.publish(js, name, encoded)
     return JSONResponse({"deleted": len(body.ids)}, 202)
-
-
-async def embed_texts(st: State, texts: list[str]) -> dict[str, Any]:
-    raw = await call(
-        st.require_nats(),
-        S.EMBED_TEXT,
-        EmbedText(texts=texts),
-        timeout=st.settings.embed.timeout,
-        what="embed",
-    )
-    out: dict[str, Any] = json.loads(raw)
-    return out
-
-
-async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> list[str]:
-    """The ids of the index's dataset rows matching ``predicate``, via a query worker (the
-    same sandbox as /v1/sql)."""
-    if not spec.dataset or not spec.id_column:
-        raise BadRequest(
-            f"index {spec.name!r} has no dataset/id_column, so it cannot be filtered; "
-            "create it with them (or through ingest's auto-embed)"
-        )
-    col = '"' + spec.id_column.replace('"', '""') + '"'
-    sql = f'SELECT CAST({col} AS VARCHAR) AS id FROM "{spec.dataset}" WHERE {predicate}'
-    req = SqlRequest(sql=sql, format="arrow", min_catalog_seq=st.catalog_seq)
-    qs = st.settings.query
-    raw = await call(st.require_nats(), S.QUERY_SQL, req, timeout=qs.timeout + 5, what="query")
-    table = pa.ipc.open_stream(pa.BufferReader(raw)).read_all()
-    if (table.schema.metadata or {}).get(b"lakehouse.truncated") == b"true":
-        raise BadRequest(f"the filter matches more than {qs.max_rows_arrow} rows; narrow it")
-    return [i for i in table.column("id").to_pylist() if i is not None]
-
-
-@router.post(
-    "/v1/vectors/indexes/{name}/search",
-    summary="Top-k search by vector or text, optionally filtered",
-    response_class=Response,
-    responses={
-        200: {"model": SearchReply, "description": "The hits."},
-        **errors.responses(
-            400,
-            403,
-            404,
-            503,
-            504,
-            _400="Invalid request, a query of the wrong dimension, a filter that is not a valid "
-            "predicate, or a filter on an index without dataset/id_column.",
-            _403="The filter reaches outside the datasets (the SQL sandbox).",
-        ),
-    },
-)
-async def search(
-    name: IndexName, body: VectorQuery | TextQuery, st: State = Depends(state)
-) -> Response:
-    started = time.perf_counter()
-    spec = await require_index(st, name)
-    embed_ms = 0.0
-    if isinstance(body, TextQuery):
-        t = time.perf_counter()
-        vector = (await embed_texts(st, [body.text]))["vectors"][0]
-        embed_ms = (time.perf_counter() - t) * 1000
-    else:
-        vector = body.vector
-    if len(vector) != spec.dim:
-        raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
-    allowed = None
-    filter_ms = 0.0
-    if body.filter is not None:
-        t = time.perf_counter()
-        allowed = await resolve_filter(st, spec, body.filter)
-        filter_ms = (time.perf_counter() - t) * 1000
-    if allowed is None:  # the binary form: float32 bytes, parameters in a header
-        query = np.asarray(vector, dtype="<f4").tobytes()
-        params = {QUERY_HEADER: json.dumps({"k": body.k, "ef": body.ef})}
-        parts, missing = await gather(st, spec, query, params)
-    else:  # built by hand: validating a few hundred floats again costs more than the search
-        req = json.dumps({"vector": vector, "k": body.k, "ef": body.ef, "allowed_ids": allowed})
-        parts, missing = await gather(st, spec, req.encode())
-    hits = sorted((h for p in parts for h in p["hits"]), key=lambda h: h["distance"])[: body.k]
-    out = {
-        "hits": hits,
-        "partial": bool(missing),
-        "missing_partitions": missing,
-        "partitions": [
-            {k: p[k] for k in ("partition", "owner", "took_ms", "count")} for p in parts
-        ],
-        "embed_ms": round(embed_ms, 3),
-        "filter_ms": round(filter_ms, 3),
-        "filter_matches": None if allowed is None else len(allowed),
-        "took_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
-    return Response(json.dumps(out), media_type="application/json")
-
-
-@router.post(
-    "/v1/embed",
-    summary="Embed texts with the configured model",
-    responses={
-        200: {"model": EmbedReply, "description": "One vector per text."},
-        **errors.responses(
-            400, 503, 504, _503="No embed worker, or its provider (e.g. Ollama) is unreachable."
-        ),
-    },
-)
-async def embed(body: EmbedBody, st: State = Depends(state)) -> dict[str, Any]:
-    return await embed_texts(st, body.texts)
