@@ -20,7 +20,7 @@ dlq_app = typer.Typer(
 KindArg = Annotated[str, typer.Argument(help="Worker kind: catalog, embed, ingest, ...")]
 
 
-def _with_js(conn: Connection, work: Any) -> Any:
+def _with_nats(conn: Connection, work: Any) -> Any:
     from lakehouse.platform.storage import open_storage
 
     settings = conn.settings()
@@ -38,7 +38,7 @@ def dlq_list(conn: Connection, kind: KindArg, json_out: JsonOpt = False) -> None
     """One line per dead letter of KIND: sequence, subject, deliveries, error."""
     from lakehouse.ops import dlq
 
-    items = _with_js(conn, lambda nc, _: dlq.letters(nc, kind))
+    items = _with_nats(conn, lambda nc, _: dlq.letters(nc, kind))
     if json_out:
         emit_json(
             [
@@ -71,7 +71,7 @@ def dlq_show(
         item = await dlq.get(nc, kind, seq)
         return item, await dlq.payload(storage, item.letter)
 
-    item, body = _with_js(conn, work)
+    item, body = _with_nats(conn, work)
     text = body.decode("utf-8", errors="replace")
     if json_out:
         letter = item.letter.model_dump(mode="json", exclude={"payload_b64"})
@@ -101,7 +101,7 @@ def dlq_retry(
         items = await dlq.letters(nc, kind) if all_ else [await dlq.get(nc, kind, seq or 0)]
         return [await dlq.retry(nc, storage, kind, item) for item in items]
 
-    done = _with_js(conn, work)
+    done = _with_nats(conn, work)
     if json_out:
         emit_json({"republished": done})
         return
@@ -114,7 +114,7 @@ def dlq_purge(conn: Connection, kind: KindArg, json_out: JsonOpt = False) -> Non
     """Delete every dead letter of KIND."""
     from lakehouse.ops import dlq
 
-    n = _with_js(conn, lambda nc, _: dlq.purge(nc, kind))
+    n = _with_nats(conn, lambda nc, _: dlq.purge(nc, kind))
     if json_out:
         emit_json({"purged": n})
         return
