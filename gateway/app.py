@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +14,13 @@ from typing import Any
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 
 from gateway import errors
+from gateway.filters import Filters
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
 from lakehouse import __version__
+from lakehouse.platform import backoff
 from lakehouse.platform.bus import connect
 from lakehouse.platform.config import Settings, load_settings, redact_url
 from lakehouse.platform.errors import Unavailable
@@ -41,6 +45,7 @@ class State:
 
     catalog_seq: int = 0  # newest catalog event this gateway has seen (read-your-writes)
     index_specs: dict[str, Any] = field(default_factory=dict)  # cleared on any index change
+    filters: Filters = field(default_factory=lambda: Filters(0))
 
     @property
     def nats_connected(self) -> bool:
@@ -62,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = State(settings, open_storage(settings))
         state.put_slots = asyncio.Semaphore(settings.gateway.max_concurrent_puts)
+        state.filters = Filters(settings.gateway.filter_cache_bytes)
         app.state.lh = state
 
         async def connect_nats() -> None:
@@ -70,8 +76,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async def index_changed(msg: Msg) -> None:
                 state.index_specs.clear()
 
+            async def catalog_changed(msg: Msg) -> None:
+                state.saw_catalog_seq(msg.metadata.sequence.stream)
+                await state.filters.on_event(msg)
+
             await nc.subscribe(S.all_under(S.INDEXES_PREFIX), cb=index_changed)
             state.nc = nc
+            # Pushed catalog events drop the cached filters that read the changed dataset; the
+            # cache keeps nothing until this subscription stands (the stream may not exist yet).
+            for attempt in itertools.count():
+                try:
+                    await nc.jetstream().subscribe(
+                        S.all_under(S.CATALOG_EVENTS_PREFIX),
+                        ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.NEW,
+                        cb=catalog_changed,
+                    )
+                    state.filters.live = True
+                    return
+                except Exception as exc:
+                    log.warning(
+                        "catalog events not followed yet; filters uncached",
+                        extra={"error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    await asyncio.sleep(backoff.delay(attempt, 0.5, 10.0))
 
         connecting = asyncio.create_task(connect_nats())
         try:

@@ -36,8 +36,9 @@ from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.platform.storage import keys
 from lakehouse.vectors.batches import decode
+from lakehouse.vectors.idsets import Groups
 from lakehouse.vectors.indexes import ids_digest, list_indexes
-from lakehouse.vectors.partition import Partition
+from lakehouse.vectors.partition import MIRROR_FILE, Hits, Partition, search_subsets
 from schemas import subjects as S
 from schemas.vectors import QUERY_HEADER, Hit, IndexSpec, PartitionReply, SearchRequest
 
@@ -119,16 +120,21 @@ class VectorWorker(Worker):
             hashlib.blake2b(f"{self.rt.instance}/{key}".encode(), digest_size=8).hexdigest(), 16
         )
 
-    async def balance(self) -> None:
+    async def keep_leases(self) -> None:
+        """Heartbeat and renew every owned partition's lease; drop the ones lost."""
         await self.leases.heartbeat()
+        for key in list(self.owned):
+            if not await self.leases.renew(key):
+                log.warning("lease lost", extra={"partition": key})
+                await self.stop_partition(key, snapshot=False, release=False)
+
+    async def balance(self) -> None:
         specs = {s.name: s for s in await list_indexes(self.rt.js)}
         for key, owned in list(self.owned.items()):
             spec = specs.get(owned.spec.name)
             if spec is None or spec.created_at != owned.spec.created_at:
                 await self.stop_partition(key, snapshot=False)  # index deleted (or re-created)
-            elif not await self.leases.renew(key):
-                log.warning("lease lost", extra={"partition": key})
-                await self.stop_partition(key, snapshot=False, release=False)
+        await self.keep_leases()
         keys = {f"{n}.{p}": (s, p) for n, s in specs.items() for p in range(s.partitions)}
         members = await self.leases.members()
         target = math.ceil(len(keys) / max(1, len(members)))
@@ -146,6 +152,8 @@ class VectorWorker(Worker):
                 except Exception as exc:
                     log.error("partition start failed", extra={"partition": key, "error": str(exc)})
                     await self.leases.release(key)
+                # Loading a large partition takes seconds: keep the others' leases meanwhile.
+                await self.keep_leases()
 
     async def start_partition(self, key: str, spec: IndexSpec, number: int) -> None:
         started = time.monotonic()
@@ -263,8 +271,12 @@ class VectorWorker(Worker):
             gkey, tkey = f"{prefix}{seq}/index.hnsw", f"{prefix}{seq}/ids.parquet"
             await self.rt.storage.put_file(gkey, graph)
             await self.rt.storage.put_file(tkey, table)
-            faults.point(self.rt.settings, "vectors.mid_snapshot")
             pointer = {"seq": seq, "graph": gkey, "table": tkey, "created_at": spec.created_at}
+            if (work / MIRROR_FILE).exists():
+                mkey = f"{prefix}{seq}/{MIRROR_FILE}"
+                await self.rt.storage.put_file(mkey, work / MIRROR_FILE)
+                pointer["mirror"] = mkey
+            faults.point(self.rt.settings, "vectors.mid_snapshot")
             # The pointer is written last: a crash before it leaves the previous one in use.
             await self.rt.storage.put_bytes(
                 f"{prefix}latest.json", json.dumps(pointer, default=str).encode()
@@ -288,7 +300,8 @@ class VectorWorker(Worker):
             shutil.rmtree(work, ignore_errors=True)
 
     async def load_snapshot(self, spec: IndexSpec, number: int) -> Partition:
-        threads, mirror = self.rt.settings.vectors.threads, self.rt.settings.vectors.int8_mirror
+        threads = self.rt.settings.vectors.threads
+        mirror = self.rt.settings.vectors.mirror_for(spec.dataset)
 
         def fresh() -> Partition:  # replay the partition's whole stream
             return Partition(spec, number, threads=threads, mirror=mirror)
@@ -306,6 +319,8 @@ class VectorWorker(Worker):
             graph, table = work / "index.hnsw", work / "ids.parquet"
             await self.rt.storage.get_file(pointer["graph"], graph)
             await self.rt.storage.get_file(pointer["table"], table)
+            if mirror and pointer.get("mirror"):
+                await self.rt.storage.get_file(pointer["mirror"], work / MIRROR_FILE)
             return await asyncio.to_thread(
                 Partition.load, spec, number, graph, table, threads=threads, mirror=mirror
             )
@@ -319,6 +334,9 @@ class VectorWorker(Worker):
     async def search(self, msg: Msg) -> bytes:
         index = msg.subject.rsplit(".", 1)[1]
         binary = (msg.headers or {}).get(QUERY_HEADER)
+        groups: Groups | None = None
+        digest: str | None = None
+        mine = [o for o in self.owned.values() if o.spec.name == index]
         if binary is not None:
             params = json.loads(binary)
             req = SearchRequest.model_construct(
@@ -328,9 +346,9 @@ class VectorWorker(Worker):
                 op="search",
                 allowed_ids=None,
             )
+            digest = params.get("filter")
         else:
             req = parse(SearchRequest, msg.data)
-        mine = [o for o in self.owned.values() if o.spec.name == index]
         if not mine:
             return b"[]"
         if req.op == "stats":
@@ -338,22 +356,32 @@ class VectorWorker(Worker):
         elif req.op == "ids":
             replies = await asyncio.to_thread(lambda: [self.id_set(o) for o in mine])
         else:
-            query = (
-                np.frombuffer(msg.data, dtype="<f4").astype(np.float32)
-                if binary is not None
-                else np.asarray(req.vector, dtype=np.float32)
-            )
-            if query.shape != (mine[0].spec.dim,):
-                dim = mine[0].spec.dim
+            dim = mine[0].spec.dim
+            if binary is not None:  # float32 bytes, then (filtered) the id set
+                data = memoryview(msg.data)
+                size = len(data) if digest is None else min(len(data), dim * 4)
+                size -= size % 4
+                query = np.frombuffer(data[:size], dtype="<f4").astype(np.float32)
+                if digest is not None:
+                    groups = Groups(data[size:])
+            else:
+                query = np.asarray(req.vector, dtype=np.float32)
+            if query.shape != (dim,):
                 raise BadRequest(
                     f"query vector has dimension {query.size}; index {index!r} has {dim}"
                 )
-            # Partitions are searched concurrently on the worker's search pool: hnswlib
-            # releases the GIL, so a query over four partitions costs about one on four cores.
             loop = asyncio.get_running_loop()
-            replies = await asyncio.gather(
-                *(loop.run_in_executor(self.pool, self.search_one, o, query, req) for o in mine)
-            )
+            if groups is not None:  # one task: the partitions share one float re-rank
+                replies = await loop.run_in_executor(
+                    self.pool, self.search_filtered, mine, query, req, groups, digest
+                )
+            else:
+                # Partitions are searched concurrently on the worker's search pool: hnswlib
+                # releases the GIL, so a query over four partitions costs about one on four
+                # cores.
+                replies = await asyncio.gather(
+                    *(loop.run_in_executor(self.pool, self.search_one, o, query, req) for o in mine)
+                )
         # Dumped by hand: pydantic's model_dump of every hit costs more than the search.
         return json.dumps([asdict_reply(r) for r in replies]).encode()
 
@@ -363,9 +391,33 @@ class VectorWorker(Worker):
             hits = owned.part.search_subset(query, req.allowed_ids, req.k, ef=req.ef)
         else:
             hits = owned.part.search(query, req.k, req.ef)
+        return self.reply(owned, hits, started)
+
+    def search_filtered(
+        self,
+        mine: list[Owned],
+        query: np.ndarray,
+        req: SearchRequest,
+        groups: Groups,
+        key: str | None,
+    ) -> list[PartitionReply]:
+        found = search_subsets(
+            [o.part for o in mine],
+            query,
+            lambda part: groups.ids(part.number),
+            req.k,
+            key=key,
+            ef=req.ef,
+        )
+        return [self.reply(o, hits, ms=ms) for o, (hits, ms) in zip(mine, found, strict=True)]
+
+    def reply(
+        self, owned: Owned, hits: Hits, started: float = 0.0, ms: float | None = None
+    ) -> PartitionReply:
         reply = self.stats(owned)
         reply.hits = [Hit.model_construct(id=i, distance=d, metadata=m) for i, d, m in hits]
-        reply.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        took = ms if ms is not None else (time.perf_counter() - started) * 1000
+        reply.took_ms = round(took, 3)
         return reply
 
     def id_set(self, owned: Owned) -> PartitionReply:

@@ -8,7 +8,6 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -19,10 +18,12 @@ from gateway.routes import state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
 from lakehouse.platform.errors import BadRequest
 from lakehouse.platform.rpc import call
+from lakehouse.vectors import idsets
+from lakehouse.vectors.idsets import IdSet
 from schemas import subjects as S
 from schemas.messages import Int
 from schemas.query import SqlRequest
-from schemas.vectors import QUERY_HEADER, EmbedText, EmbedTextReply, Hit, IndexSpec
+from schemas.vectors import EmbedText, EmbedTextReply, Hit, IndexSpec
 
 if TYPE_CHECKING:
     from gateway.app import State
@@ -72,6 +73,10 @@ class SearchReply(BaseModel):
     embed_ms: float = Field(description="Time embedding the query text.")
     filter_ms: float = Field(description="Time resolving the filter.")
     filter_matches: int | None = Field(description="Rows the filter matched (null: no filter).")
+    filter_cached: bool = Field(
+        description="The filter's id set came from the gateway's cache (kept until a catalog "
+        "event changes a dataset the filter reads)."
+    )
     took_ms: float = Field(description="Total time in the gateway.")
 
 
@@ -91,23 +96,16 @@ async def embed_texts(st: State, texts: list[str]) -> dict[str, Any]:
     return out
 
 
-async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> list[str]:
-    """The ids of the index's dataset rows matching ``predicate``, via a query worker (the
-    same sandbox as /v1/sql)."""
-    if not spec.dataset or not spec.id_column:
-        raise BadRequest(
-            f"index {spec.name!r} has no dataset/id_column, so it cannot be filtered; "
-            "create it with them (or through ingest's auto-embed)"
-        )
-    col = '"' + spec.id_column.replace('"', '""') + '"'
-    sql = f'SELECT CAST({col} AS VARCHAR) AS id FROM "{spec.dataset}" WHERE {predicate}'
-    req = SqlRequest(sql=sql, format="arrow", min_catalog_seq=st.catalog_seq)
+async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> tuple[IdSet, bool]:
+    """The ids of the index's dataset rows matching ``predicate`` (via a query worker, the
+    same sandbox as /v1/sql; cached until the dataset changes) and whether it was cached."""
     qs = st.settings.query
-    raw = await call(st.require_nats(), S.QUERY_SQL, req, timeout=qs.timeout + 5, what="query")
-    table = pa.ipc.open_stream(pa.BufferReader(raw)).read_all()
-    if (table.schema.metadata or {}).get(b"lakehouse.truncated") == b"true":
-        raise BadRequest(f"the filter matches more than {qs.max_rows_arrow} rows; narrow it")
-    return [i for i in table.column("id").to_pylist() if i is not None]
+
+    async def run(req: SqlRequest) -> pa.Table:
+        raw = await call(st.require_nats(), S.QUERY_SQL, req, timeout=qs.timeout + 5, what="query")
+        return pa.ipc.open_stream(pa.BufferReader(raw)).read_all()
+
+    return await st.filters.ids(spec, predicate, st.catalog_seq, run, qs.max_rows_arrow)
 
 
 @router.post(
@@ -142,19 +140,14 @@ async def search(
         vector = body.vector
     if len(vector) != spec.dim:
         raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
-    allowed = None
+    ids, cached = None, False
     filter_ms = 0.0
     if body.filter is not None:
         t = time.perf_counter()
-        allowed = await resolve_filter(st, spec, body.filter)
+        ids, cached = await resolve_filter(st, spec, body.filter)
         filter_ms = (time.perf_counter() - t) * 1000
-    if allowed is None:  # the binary form: float32 bytes, parameters in a header
-        query = np.asarray(vector, dtype="<f4").tobytes()
-        params = {QUERY_HEADER: json.dumps({"k": body.k, "ef": body.ef})}
-        parts, missing = await gather(st, spec, query, params)
-    else:  # built by hand: validating a few hundred floats again costs more than the search
-        req = json.dumps({"vector": vector, "k": body.k, "ef": body.ef, "allowed_ids": allowed})
-        parts, missing = await gather(st, spec, req.encode())
+    # The binary form: float32 bytes (then the id set), parameters in a header.
+    parts, missing = await gather(st, spec, *idsets.query(vector, body.k, body.ef, ids))
     hits = sorted((h for p in parts for h in p["hits"]), key=lambda h: h["distance"])[: body.k]
     out = {
         "hits": hits,
@@ -165,7 +158,8 @@ async def search(
         ],
         "embed_ms": round(embed_ms, 3),
         "filter_ms": round(filter_ms, 3),
-        "filter_matches": None if allowed is None else len(allowed),
+        "filter_matches": None if ids is None else ids.count,
+        "filter_cached": cached,
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
     return Response(json.dumps(out), media_type="application/json")

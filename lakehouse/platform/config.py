@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr
@@ -53,6 +53,12 @@ class GatewaySettings(BaseModel):
     health_timeout: float = Field(0.5, description="Seconds to gather worker health replies.")
     shutdown_timeout: int = Field(
         30, ge=1, description="Seconds in-flight requests get after SIGTERM before they are cut."
+    )
+    filter_cache_bytes: int = Field(
+        64 << 20,
+        ge=0,
+        description="Resolved search filters (id sets) kept, in bytes; dropped when a catalog "
+        "event changes a dataset they read.",
     )
 
 
@@ -111,11 +117,20 @@ class VectorSettings(BaseModel):
     add_chunk: int = Field(256, description="Vectors per locked add (searches interleave).")
     search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
     threads: int = Field(0, description="hnswlib threads (0: all cores).")
-    int8_mirror: bool = Field(
-        False,
-        description="Keep an int8 copy of every vector (dim + 8 B each) to pre-score filtered "
-        "subsets; off: the subset's float vectors are read from the graph (less memory).",
+    int8_mirror: bool | Literal["auto"] = Field(
+        "auto",
+        description="Keep an int8 copy of every vector (dim + 12 B each) to score filtered "
+        "subsets fast and exactly; off: the subset's float vectors are read from the graph "
+        "(slower, less memory). auto: on for indexes with a dataset (the ones that can be "
+        "filtered).",
     )
+
+    def mirror_for(self, spec_dataset: str | None) -> bool:
+        """Whether an index over ``spec_dataset`` (None: no dataset) keeps the int8 copy."""
+        if self.int8_mirror == "auto":
+            return spec_dataset is not None
+        return self.int8_mirror
+
     fetch_batch: int = Field(4, description="Batches a partition fetches at a time (memory bound).")
     fetch_wait: float = Field(5.0, description="Seconds a partition's idle fetch waits.")
 

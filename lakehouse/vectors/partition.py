@@ -1,5 +1,11 @@
 """One HNSW partition: hnswlib index + string ids + metadata + the stream sequence it covers.
 
+Filtered search (a resolved id set) scores the set with an int8 copy of its vectors and a
+per-vector bound on the quantisation error, then re-ranks in float only the few candidates
+the bounds cannot separate: the result is the exact top-k of the set. Reading float vectors
+back out of hnswlib costs ~15 µs each (its binding builds Python lists), so the bound keeps
+that read to about k vectors.
+
 hnswlib's ``add_items`` is safe alongside other adds but not alongside ``knn_query``, and
 ``resize_index`` is safe with neither: writes take the write side of a reader/writer lock in
 small chunks (so searches interleave during a load), searches take the read side.
@@ -7,10 +13,14 @@ small chunks (so searches interleave during a load), searches take the read side
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,11 @@ from lakehouse.vectors.batches import Batch
 from schemas.vectors import IndexSpec
 
 SPACES = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
+MIRROR_FILE = "mirror.npz"  # the int8 mirror in a snapshot
+SUBSETS_KEPT = 32  # id sets whose labels a partition keeps (per digest), ...
+SUBSET_LABELS_KEPT = 1 << 21  # ... and their labels in all (8 B each: 16 MiB)
+
+Ids = Iterable[str] | Callable[[], Iterable[str]]
 
 
 class RWLock:
@@ -93,17 +108,21 @@ class Partition:
         self.deleted: set[int] = set()
         self.covered_seq = 0
         self.changes = 0  # since the last snapshot
+        self.version = 0  # bumped by every applied batch: cached subset labels go stale
+        self.subsets: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self.subsets_lock = threading.Lock()
         self.lock = RWLock()
-        # Optionally an int8 copy of every vector (+ its scale and squared norm): approximate
-        # scores of a filtered subset without copying float vectors out of the graph, for
-        # dim + 8 bytes per vector. Off by default; the exact path then reads the subset's
-        # float vectors from hnswlib.
+        # Optionally an int8 copy of every vector, its scale, squared norm and the norm of its
+        # rounding error (dim + 12 bytes per vector): bounded scores of a filtered subset
+        # without copying float vectors out of the graph. Without it the exact path reads
+        # the subset's float vectors from hnswlib.
         self.mirror = mirror
         if not mirror:
             capacity = 0
         self.q8 = np.zeros((capacity, spec.dim), dtype=np.int8)
         self.qscale = np.zeros(capacity, dtype=np.float32)
         self.sqnorm = np.zeros(capacity, dtype=np.float32)
+        self.qerr = np.zeros(capacity, dtype=np.float32)
 
     @property
     def count(self) -> int:
@@ -116,7 +135,7 @@ class Partition:
     def memory_bytes(self) -> int:
         """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
         per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
-        mirror = self.q8.nbytes + self.qscale.nbytes + self.sqnorm.nbytes
+        mirror = self.q8.nbytes + self.qscale.nbytes + self.sqnorm.nbytes + self.qerr.nbytes
         return int(self.index.get_max_elements() * per * 1.1 + mirror + len(self.ids) * 120)
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -132,15 +151,21 @@ class Partition:
         if len(self.q8) < self.index.get_max_elements():
             # np.zeros maps fresh zero pages lazily: only the rows copied or written later
             # become resident, so spare capacity costs address space, not memory.
-            self.q8 = _grown(self.q8, self.index.get_max_elements())
-            self.qscale = _grown(self.qscale, self.index.get_max_elements())
-            self.sqnorm = _grown(self.sqnorm, self.index.get_max_elements())
+            rows = self.index.get_max_elements()
+            self.q8 = _grown(self.q8, rows)
+            self.qscale, self.sqnorm = _grown(self.qscale, rows), _grown(self.sqnorm, rows)
+            self.qerr = _grown(self.qerr, rows)
         v = self._prepare(vectors)
         scale = np.abs(v).max(axis=1) / 127.0
         scale[scale == 0] = 1.0
-        self.q8[labels] = np.rint(v / scale[:, None]).astype(np.int8)
+        q8 = np.rint(v / scale[:, None]).astype(np.int8)
+        self.q8[labels] = q8
         self.qscale[labels] = scale
         self.sqnorm[labels] = (v * v).sum(axis=1)
+        # |v·q - scale·(q8·q)| <= |v - scale·q8| · |q| (Cauchy-Schwarz); rounded up a little
+        # so float32 arithmetic in the scores cannot break the bound.
+        residual = np.linalg.norm(v - q8.astype(np.float32) * scale[:, None], axis=1)
+        self.qerr[labels] = residual * 1.001 + 1e-6
 
     def apply(self, batch: Batch, seq: int, chunk: int = 2048) -> None:
         """Apply one batch (blocking). Upsert: an existing id keeps its label, gets the new
@@ -193,6 +218,7 @@ class Partition:
                         self.meta.pop(label, None)
         self.covered_seq = max(self.covered_seq, seq)
         self.changes += len(last)
+        self.version += 1
 
     def search(
         self, query: np.ndarray, k: int, ef: int | None = None
@@ -224,53 +250,102 @@ class Partition:
             return (diff * diff).sum(axis=1)
         return np.asarray(1.0 - vectors @ query)
 
+    def vectors_of(self, labels: np.ndarray) -> np.ndarray:
+        """The stored float vectors (normalised for cosine). hnswlib's numpy return builds
+        nested Python lists and converts them; flattening the list form is twice as fast."""
+        rows = self.index.get_items(labels, return_type="list")
+        flat = itertools.chain.from_iterable(rows)
+        return np.fromiter(flat, np.float32, len(rows) * self.spec.dim).reshape(-1, self.spec.dim)
+
+    def labels_of(self, ids: Iterable[str]) -> np.ndarray:
+        """Live labels of ``ids`` (unknown and deleted ids left out). Call under the lock."""
+        labels, deleted = self.labels, self.deleted
+        return np.fromiter(
+            (lab for i in ids if (lab := labels.get(i)) is not None and lab not in deleted),
+            dtype=np.int64,
+        )
+
+    def _subset(self, ids: Ids, key: str | None) -> np.ndarray:
+        """``labels_of(ids)``, kept under ``key`` (a digest of the id set) until the next
+        applied batch: a repeated filter skips the id → label lookups. Call under the lock."""
+        if key is not None:
+            with self.subsets_lock:
+                hit = self.subsets.get(key)
+                if hit is not None and hit[0] == self.version:
+                    self.subsets.move_to_end(key)
+                    return hit[1]
+        labels = self.labels_of(ids() if callable(ids) else ids)
+        if key is not None:
+            with self.subsets_lock:
+                self.subsets[key] = (self.version, labels)
+                self.subsets.move_to_end(key)
+                kept = sum(v[1].size for v in self.subsets.values())
+                while len(self.subsets) > SUBSETS_KEPT or kept > SUBSET_LABELS_KEPT:
+                    kept -= self.subsets.popitem(last=False)[1][1].size
+        return labels
+
+    def bounds(
+        self, q: np.ndarray, labels: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """int8 scores of ``labels`` (live, with the mirror) as intervals around the true
+        distance to the prepared query ``q``: the labels that may be among the k nearest (the
+        lower bound reaches below the k-th smallest upper bound), with their lower and upper
+        bounds. Call under the lock."""
+        lo = np.empty(labels.size, dtype=np.float32)
+        hi = np.empty(labels.size, dtype=np.float32)
+        qq = float(q @ q)
+        reach = float(np.sqrt(qq)) * (2.0 if self.spec.metric == "l2" else 1.0)
+        for start in range(0, labels.size, 4096):
+            part = labels[start : start + 4096]
+            dots = (self.q8[part].astype(np.float32) @ q) * self.qscale[part]
+            if self.spec.metric == "l2":
+                approx = self.sqnorm[part] - 2 * dots + qq
+            else:
+                approx = 1.0 - dots
+            err = self.qerr[part] * reach
+            lo[start : start + 4096] = approx - err
+            hi[start : start + 4096] = approx + err
+        tau = np.partition(hi, k - 1)[k - 1] if k < labels.size else hi.max()
+        keep = lo <= tau
+        return labels[keep], lo[keep], hi[keep]
+
+    def exact_top(self, q: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest of ``labels`` by the stored float vectors. Call under the lock."""
+        exact = np.empty(labels.size, dtype=np.float32)
+        for start in range(0, labels.size, 4096):
+            part = labels[start : start + 4096]
+            exact[start : start + 4096] = self._distances(q, self.vectors_of(part))
+        order = np.argsort(exact, kind="stable")[:k]
+        return [(int(labels[i]), float(exact[i])) for i in order]
+
+    def hits(self, pairs: list[tuple[int, float]]) -> list[tuple[str, float, Any]]:
+        return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
+
     def search_subset(
         self,
         query: np.ndarray,
-        ids: list[str],
+        ids: Ids,
         k: int,
         *,
         exact_max: int = 20_000,
         ef: int | None = None,
+        key: str | None = None,
     ) -> list[tuple[str, float, Any]]:
-        """Top-k among ``ids`` only (a resolved filter). Small sets are scored exactly: int8
-        scores over the set, then the best 4k re-ranked with the stored float vectors. Large
-        sets use hnswlib's filter callback with a beam widened by the selectivity."""
+        """Top-k among ``ids`` only (a resolved filter; a callable is called only when the
+        labels of ``key`` are not cached). Sets up to ``exact_max`` are scored exactly: with
+        the int8 mirror, bounded int8 scores and a float re-rank of the few undecided;
+        without it, the set's float vectors read from the graph. Larger sets use hnswlib's
+        filter callback with a beam widened by the selectivity."""
         with self.lock.read():
-            labels = np.fromiter(
-                (
-                    lab
-                    for i in ids
-                    if (lab := self.labels.get(i)) is not None and lab not in self.deleted
-                ),
-                dtype=np.int64,
-            )
+            labels = self._subset(ids, key)
             if labels.size == 0:
                 return []
             k = min(k, labels.size)
             q = self._prepare(query.reshape(1, -1))[0]
-            if labels.size <= exact_max and not self.mirror:
-                exact = np.empty(labels.size, dtype=np.float32)
-                for start in range(0, labels.size, 4096):
-                    part = labels[start : start + 4096]
-                    vecs = self.index.get_items(part, return_type="numpy")
-                    exact[start : start + 4096] = self._distances(q, vecs)
-                order = np.argsort(exact)[:k]
-                pairs = [(int(labels[i]), float(exact[i])) for i in order]
+            if labels.size <= exact_max and self.mirror:
+                pairs = self.exact_top(q, self.bounds(q, labels, k)[0], k)
             elif labels.size <= exact_max:
-                approx = np.empty(labels.size, dtype=np.float32)
-                for start in range(0, labels.size, 4096):
-                    part = labels[start : start + 4096]
-                    dots = (self.q8[part].astype(np.float32) @ q) * self.qscale[part]
-                    if self.spec.metric == "l2":
-                        approx[start : start + 4096] = self.sqnorm[part] - 2 * dots + q @ q
-                    else:
-                        approx[start : start + 4096] = 1.0 - dots
-                m = min(labels.size, max(4 * k, 32))
-                cand = labels[np.argpartition(approx, m - 1)[:m]] if m < labels.size else labels
-                exact = self._distances(q, self.index.get_items(cand, return_type="numpy"))
-                order = np.argsort(exact)[:k]
-                pairs = [(int(cand[i]), float(exact[i])) for i in order]
+                pairs = self.exact_top(q, labels, k)
             else:
                 allowed = set(labels.tolist())
                 share = labels.size / max(1, len(self.ids))
@@ -278,17 +353,27 @@ class Partition:
                 if beam != self.index.ef:
                     self.index.set_ef(beam)
                 found, dists = self.index.knn_query(
-                    query.reshape(1, -1), k=k, num_threads=1, filter=lambda lab: lab in allowed
+                    query.reshape(1, -1), k=k, num_threads=1, filter=allowed.__contains__
                 )
                 pairs = [(int(a), float(b)) for a, b in zip(found[0], dists[0], strict=True)]
-            return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
+            return self.hits(pairs)
 
     # ---- snapshots ---------------------------------------------------------------------
     def save(self, directory: Path) -> tuple[Path, Path]:
-        """Write the graph and the id/metadata table; returns their paths."""
+        """Write the graph and the id/metadata table; returns their paths. With the int8
+        mirror, ``MIRROR_FILE`` beside them too (a load then need not rebuild it)."""
         graph, table = directory / "index.hnsw", directory / "ids.parquet"
         with self.lock.read():
             self.index.save_index(str(graph))
+            if self.mirror:
+                n = len(self.ids)
+                np.savez(
+                    directory / MIRROR_FILE,
+                    q8=self.q8[:n],
+                    qscale=self.qscale[:n],
+                    sqnorm=self.sqnorm[:n],
+                    qerr=self.qerr[:n],
+                )
             ids = list(self.ids)
             deleted = [i in self.deleted for i in range(len(ids))]
             meta = [
@@ -330,14 +415,73 @@ class Partition:
         part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
         part.index.set_ef(spec.ef_search)
         part.q8 = np.zeros((0, spec.dim), np.int8)
-        part.qscale = np.zeros(0, np.float32)
-        part.sqnorm = np.zeros(0, np.float32)
+        part.qscale, part.sqnorm, part.qerr = (np.zeros(0, np.float32) for _ in range(3))
         if not mirror:
             return part
+        saved = graph.parent / MIRROR_FILE
+        if saved.exists():
+            with np.load(saved) as z:
+                if z["q8"].shape == (len(part.ids), spec.dim):
+                    rows = part.index.get_max_elements()
+                    part.q8 = _grown(z["q8"], rows)
+                    part.qscale, part.sqnorm = _grown(z["qscale"], rows), _grown(z["sqnorm"], rows)
+                    part.qerr = _grown(z["qerr"], rows)
+                    return part
         live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
         for start in range(0, live.size, 8192):
             chunk = live[start : start + 8192]
-            part._mirror(chunk, part.index.get_items(chunk, return_type="numpy"))
+            part._mirror(chunk, part.vectors_of(chunk))
         if not live.size:
             part._mirror(np.zeros(0, np.int64), np.zeros((0, spec.dim), np.float32))
         return part
+
+
+Hits = list[tuple[str, float, Any]]
+
+
+def search_subsets(
+    parts: list[Partition],
+    query: np.ndarray,
+    ids: Callable[[Partition], Iterable[str]],
+    k: int,
+    *,
+    key: str | None = None,
+    exact_max: int = 20_000,
+    ef: int | None = None,
+) -> list[tuple[Hits, float]]:
+    """Filtered top-k over several partitions of one index at once (a worker's share): each
+    partition bounds its matches with int8 scores, then only the matches whose lower bound
+    reaches below the k-th smallest upper bound *across the partitions* are read back in
+    float: about k vectors in all instead of k per partition. The union of the answers holds
+    the exact top-k of the matches. Partitions without the mirror, or with more than
+    ``exact_max`` matches, are searched on their own (:meth:`Partition.search_subset`).
+    Returns (hits, milliseconds) per partition."""
+    out: list[tuple[Hits, float]] = [([], 0.0) for _ in parts]
+    pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    q = parts[0]._prepare(query.reshape(1, -1))[0] if parts else query
+    for i, part in enumerate(parts):
+        started = time.perf_counter()
+        if part.mirror:
+            with part.lock.read():
+                labels = part._subset(functools.partial(ids, part), key)
+                if 0 < labels.size <= exact_max:
+                    pending.append((i, *part.bounds(q, labels, min(k, labels.size))))
+                    out[i] = ([], (time.perf_counter() - started) * 1000)
+                    continue
+                if labels.size == 0:
+                    continue
+        hits = part.search_subset(query, ids(part), k, key=key, exact_max=exact_max, ef=ef)
+        out[i] = (hits, (time.perf_counter() - started) * 1000)
+    if not pending:
+        return out
+    uppers = np.concatenate([hi for _, _, _, hi in pending])
+    m = min(k, uppers.size)
+    tau = np.partition(uppers, m - 1)[m - 1]
+    for i, cand, lo, _ in pending:
+        started = time.perf_counter()
+        part = parts[i]
+        with part.lock.read():
+            keep = np.array([lab for lab in cand[lo <= tau].tolist() if lab not in part.deleted])
+            hits = part.hits(part.exact_top(q, keep.astype(np.int64), k)) if keep.size else []
+        out[i] = (hits, out[i][1] + (time.perf_counter() - started) * 1000)
+    return out

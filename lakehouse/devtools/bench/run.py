@@ -15,10 +15,11 @@ from typing import Any
 import psutil
 
 from lakehouse.devtools.bench import workloads as W
+from lakehouse.devtools.bench.filtered import filtered
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.stack import Stack
 
-WORKLOADS = ("ingest", "sql", "vectors", "texts", "auto-embed")
+WORKLOADS = ("ingest", "sql", "vectors", "filtered", "texts", "auto-embed")
 
 
 def fmt(v: float | None) -> str:
@@ -49,9 +50,11 @@ def run(
     json_out: Path | None,
     only: set[str] | None = None,
     *,
+    filtered_size: tuple[int, int, int] = (100_000, 384, 200),
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """``only``: a subset of WORKLOADS to run (default: all). The table goes to stdout (to
+    """``only``: a subset of WORKLOADS to run (default: all); ``filtered_size``: vectors,
+    dimension and queries per selectivity of the filtered workload. The table goes to stdout (to
     stderr when ``quiet``); returns the header and rows, also written to ``json_out``."""
     started = time.monotonic()
     stream = sys.stderr if quiet else sys.stdout
@@ -83,6 +86,9 @@ def run(
             if want("vectors"):
                 out += W.vectors(stack, vectors, dim)
                 say(table(out[-4:]))
+            if want("filtered"):
+                out += filtered(stack, *filtered_size)
+                say(table(out[-6:]))
             if want("texts"):
                 out += W.texts(stack, texts)
             if want("auto-embed"):
@@ -95,7 +101,9 @@ def run(
     header = (
         f"{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {psutil.cpu_count()} cores · "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB · rows {rows:,} · "
-        f"vectors {vectors:,}×{dim} · texts {texts:,} · auto-embed {embed_rows:,} · "
+        f"vectors {vectors:,}×{dim} · "
+        + (f"filtered {filtered_size[0]:,}×{filtered_size[1]} · " if want("filtered") else "")
+        + f"texts {texts:,} · auto-embed {embed_rows:,} · "
         f"{time.monotonic() - started:.0f} s"
         + (f" · only {','.join(sorted(only))}" if only else "")
     )

@@ -37,13 +37,23 @@ def bench(
     texts: Annotated[int, typer.Option(help="Texts for the embedding workload.")] = 2_000,
     embed_rows: Annotated[int, typer.Option(help="Rows for auto-embed end to end.")] = 10_000,
     sql_runs: Annotated[int, typer.Option(help="Runs per SQL query after warm-up.")] = 30,
+    filtered_vectors: Annotated[
+        int, typer.Option(help="Vectors for the filtered-search workload.")
+    ] = 100_000,
+    filtered_dim: Annotated[int, typer.Option(help="Their dimension.")] = 384,
+    filtered_queries: Annotated[int, typer.Option(help="Queries per selectivity.")] = 200,
     quick: Annotated[
-        bool, typer.Option(help="CI size: 20K rows, 20K×128 vectors, 200 texts.")
+        bool,
+        typer.Option(
+            help="CI size: 20K rows, 20K×128 vectors (filtered: 20K×128, 50 queries), 200 texts."
+        ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
     only: Annotated[
         str | None,
-        typer.Option(help="Comma-separated subset: ingest, sql, vectors, texts, auto-embed."),
+        typer.Option(
+            help="Comma-separated subset: ingest, sql, vectors, filtered, texts, auto-embed."
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -57,7 +67,19 @@ def bench(
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
     if quick:
         rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
-    result = run(rows, vectors, dim, texts, embed_rows, sql_runs, out, chosen, quiet=json_out)
+        filtered_vectors, filtered_dim, filtered_queries = 20_000, 128, 50
+    result = run(
+        rows,
+        vectors,
+        dim,
+        texts,
+        embed_rows,
+        sql_runs,
+        out,
+        chosen,
+        filtered_size=(filtered_vectors, filtered_dim, filtered_queries),
+        quiet=json_out,
+    )
     if json_out:
         emit_json(result)
 
