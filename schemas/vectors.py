@@ -74,9 +74,13 @@ class EmbedText(Message):
 class SearchRequest(Message):
     """``lakehouse.search.<index>`` scatter request; every partition owner answers.
 
-    Binary form (what the gateway sends for a plain top-k): the body is the query vector as
-    little-endian float32 bytes and the ``Lakehouse-Query`` header holds the other fields as
-    JSON (``{"k": 10, "ef": null}``) — no float text to print or parse on either side."""
+    Binary form (what the gateway sends): the body is the query vector as little-endian
+    float32 bytes and the ``Lakehouse-Query`` header holds the other fields as JSON
+    (``{"k": 10, "ef": null}``) — no float text to print or parse on either side. A filtered
+    query adds ``"filter": "<digest>"`` to the header and appends the matching ids to the
+    body: one Arrow IPC stream, one record batch (string column ``id``) per partition in
+    partition order, the digest being BLAKE2b-128 of those bytes (workers cache the ids'
+    labels under it)."""
 
     vector: list[float] = Field(description="Query vector (already embedded).")
     k: int = Field(10, ge=1, le=10_000, description="Hits wanted.")

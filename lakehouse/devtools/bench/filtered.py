@@ -22,8 +22,9 @@ from lakehouse.devtools.bench.data import clustered, recall
 from lakehouse.devtools.bench.workloads import Lean, Row, p, publish, timed_post, wait_count
 from lakehouse.devtools.stack import Stack
 
-# bucket is a uniform draw from 0..999, so "bucket < 100" keeps 10% of the rows.
-SELECTIVITIES = (("10%", 100), ("2%", 20), ("0.1%", 1))
+# bucket is a uniform draw from 0..999, so "bucket < 100" keeps 10% of the rows. The first
+# query of the first selectivity is the stack's first filtered query (cold).
+SELECTIVITIES = (("2%", 20), ("0.1%", 1), ("10%", 100))
 INDEX, DATASET = "bench_filtered", "bench_attrs"
 
 
@@ -118,7 +119,9 @@ def filtered(stack: Stack, n: int, dim: int, queries_each: int = 200, parts: int
     out: list[Row] = []
     lean = Lean(stack.base)
     try:
-        for (label, cut), keep, (raw_ms, raw_found) in zip(SELECTIVITIES, keeps, raws, strict=True):
+        for i, ((label, cut), keep, (raw_ms, raw_found)) in enumerate(
+            zip(SELECTIVITIES, keeps, raws, strict=True)
+        ):
             subset = np.flatnonzero(keep)
             truth, scan_ms = [], []
             for q in queries:
@@ -135,6 +138,7 @@ def filtered(stack: Stack, n: int, dim: int, queries_each: int = 200, parts: int
             if ours_recall < 0.95:
                 raise RuntimeError(f"filtered {label}: recall@10 {ours_recall:.3f} < 0.95")
             cold, warm = ours_ms[0], ours_ms[1:]
+            first = "the stack's first filtered query" if i == 0 else "filter not yet cached"
             out += [
                 Row(
                     f"filtered {label} search p50 (ms)",
@@ -143,9 +147,17 @@ def filtered(stack: Stack, n: int, dim: int, queries_each: int = 200, parts: int
                     "ms",
                     "",
                     f"{subset.size:,} ids; p95 {p(warm, 0.95):.2f} vs {p(raw_ms, 0.95):.2f} ms; "
-                    f"cold first {cold:.1f} ms; filter p50 {statistics.median(filter_ms):.2f} ms; "
-                    f"numpy scan of the subset {statistics.median(scan_ms):.2f} ms; "
+                    f"first query {cold:.1f} ms ({first}); "
+                    f"filter p50 {statistics.median(filter_ms):.2f} ms; "
                     "floor: raw hnswlib + filter callback",
+                ),
+                Row(
+                    f"filtered {label} search vs numpy scan p50 (ms)",
+                    statistics.median(warm),
+                    statistics.median(scan_ms),
+                    "ms",
+                    "",
+                    "floor: exact numpy scan of the subset's vectors, row numbers given",
                 ),
                 Row(
                     f"filtered {label} recall@10",
