@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from gateway import errors
+from gateway import errors, filters
 from gateway.filters import Filters
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
 from lakehouse import __version__
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             await nc.subscribe(S.all_under(S.INDEXES_PREFIX), cb=index_changed)
             state.nc = nc
+            await asyncio.to_thread(filters.warm)
             # Pushed catalog events drop the cached filters that read the changed dataset; the
             # cache keeps nothing until this subscription stands (the stream may not exist yet).
             for attempt in itertools.count():

@@ -42,6 +42,13 @@ def tables_read(sql: str) -> frozenset[str] | None:
         return None
 
 
+def warm() -> None:
+    """First uses cost: DuckDB's parser ~25 ms (its default connection), Arrow IPC ~5 ms.
+    Paid at start instead of by the first filtered search."""
+    tables_read("SELECT 1")
+    encode(["warm"], 1)
+
+
 Resolve = Callable[[SqlRequest], Awaitable[pa.Table]]
 
 

@@ -1,9 +1,12 @@
 """Partition internals, in process: filtered (subset) search, exact with and without the int8
-mirror and through hnswlib's filter callback; delete and revive; the reader/writer lock under
-concurrent searches and adds, and a waiting writer that readers cannot starve."""
+mirror and through hnswlib's filter callback, across partitions with one float re-rank, its
+label cache and the mirror in snapshots; the id-set wire form; delete and revive; the
+reader/writer lock under concurrent searches and adds, and a waiting writer that readers
+cannot starve."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -15,9 +18,11 @@ import pytest
 
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.servers import wait_until
-from lakehouse.vectors.batches import Batch
-from lakehouse.vectors.partition import Partition, RWLock
-from schemas.vectors import IndexSpec
+from lakehouse.platform.errors import BadRequest
+from lakehouse.vectors import idsets
+from lakehouse.vectors.batches import Batch, partition_of
+from lakehouse.vectors.partition import MIRROR_FILE, Partition, RWLock, search_subsets
+from schemas.vectors import QUERY_HEADER, IndexSpec
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -240,3 +245,110 @@ def test_a_waiting_writer_is_not_starved_by_new_readers() -> None:
     for t in threads:
         t.join(10)
     assert order == ["writer", "late reader"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_filtered_search_over_partitions_is_exact_and_reads_few_floats(metric: str) -> None:
+    """``search_subsets``: int8 bounds decide almost everything; only the undecided matches
+    are read back in float, and the merged answer is the exact top-k of the matches."""
+    n, dim, parts, k = 6000, 64, 3, 10
+    data = clustered(n, dim, centers=30, seed=5)
+    if metric != "cosine":
+        data = data * np.random.default_rng(1).uniform(0.5, 2.0, size=(n, 1)).astype(np.float32)
+    spec = IndexSpec(name="unit", dim=dim, partitions=parts, metric=metric)
+    ids = [f"i{i}" for i in range(n)]
+    owner = [partition_of(i, parts) for i in ids]
+    partitions = [Partition(spec, p, threads=1, mirror=True) for p in range(parts)]
+    for p, part in enumerate(partitions):
+        rows = [i for i in range(n) if owner[i] == p]
+        part.apply(upserts([ids[i] for i in rows], data[rows]), seq=1)
+    read = [0]
+    for part in partitions:
+        original = part.vectors_of
+
+        def counting(labels: np.ndarray, original: Any = original) -> np.ndarray:
+            read[0] += len(labels)
+            return original(labels)
+
+        part.vectors_of = counting  # type: ignore[method-assign]
+    rng = np.random.default_rng(9)
+    queries = clustered(15, dim, centers=30, seed=5, sample=3)
+    for size in (1, 7, 150, 2000):
+        allowed = sorted(rng.choice(n, size, replace=False).tolist())
+        by_part = {p: [ids[i] for i in allowed if owner[i] == p] for p in range(parts)}
+        read[0] = 0
+
+        def ids_of(part: Partition, groups: dict[int, list[str]] = by_part) -> list[str]:
+            return groups[part.number]
+
+        for q in queries:
+            found = search_subsets(partitions, q, ids_of, k)
+            merged = sorted((d, item) for hits, _ in found for item, d, _ in hits)[:k]
+            sub = data[allowed]
+            if metric == "cosine":
+                sub = sub / np.linalg.norm(sub, axis=1, keepdims=True)
+                d = 1 - sub @ (q / np.linalg.norm(q))
+            elif metric == "ip":
+                d = 1 - sub @ q
+            else:
+                d = ((sub - q) ** 2).sum(axis=1)
+            want = [ids[allowed[i]] for i in np.argsort(d, kind="stable")[:k]]
+            assert [item for _, item in merged] == want, (metric, size)
+            assert np.allclose([dist for dist, _ in merged], np.sort(d)[:k], atol=1e-4)
+        # About k float reads per query across all partitions, not k per partition.
+        assert read[0] <= len(queries) * (min(size, k) + 10), (size, read[0])
+
+
+def test_subset_labels_are_cached_per_digest_until_the_next_batch() -> None:
+    dim = 8
+    part = Partition(IndexSpec(name="unit", dim=dim, partitions=1), 0, threads=1, mirror=True)
+    eye = np.eye(dim, dtype=np.float32)
+    part.apply(upserts([f"i{i}" for i in range(dim)], eye), seq=1)
+    calls: list[int] = []
+
+    def ids() -> list[str]:
+        calls.append(1)
+        return ["i1", "i2", "i3"]
+
+    assert [h[0] for h in part.search_subset(eye[2], ids, 1, key="d1")] == ["i2"]
+    assert [h[0] for h in part.search_subset(eye[2], ids, 1, key="d1")] == ["i2"]
+    assert len(calls) == 1  # the second search used the cached labels
+    part.apply(deletes(["i2"], dim), seq=2)  # any batch makes cached labels stale
+    assert [h[0] for h in part.search_subset(eye[2], ids, 3, key="d1")] == ["i1", "i3"]
+    assert len(calls) == 2
+
+
+def test_the_int8_mirror_travels_in_the_snapshot(tmp_path: Path) -> None:
+    n, dim = 500, 16
+    data = clustered(n, dim, centers=10)
+    spec = IndexSpec(name="unit", dim=dim, partitions=1, dataset="d", id_column="id")
+    part = Partition(spec, 0, threads=1, mirror=True)
+    ids = [f"i{i}" for i in range(n)]
+    part.apply(upserts(ids, data), seq=1)
+    graph, table = part.save(tmp_path)
+    assert (tmp_path / MIRROR_FILE).exists()
+    loaded = Partition.load(spec, 0, graph, table, threads=1, mirror=True)
+    assert np.array_equal(loaded.q8[:n], part.q8[:n])
+    assert np.array_equal(loaded.qerr[:n], part.qerr[:n])
+    q, subset = data[3], ids[::7]
+    assert loaded.search_subset(q, subset, 5) == part.search_subset(q, subset, 5)
+    (tmp_path / MIRROR_FILE).unlink()  # an older snapshot: the mirror is rebuilt from the graph
+    rebuilt = Partition.load(spec, 0, graph, table, threads=1, mirror=True)
+    assert np.allclose(rebuilt.qscale[:n], part.qscale[:n])
+    assert rebuilt.search_subset(q, subset, 5) == part.search_subset(q, subset, 5)
+
+
+def test_id_sets_group_by_partition_and_name_their_bytes() -> None:
+    ids = [f"w{i}" for i in range(200)]
+    one = idsets.encode(ids, 4)
+    groups = idsets.Groups(memoryview(one.blob))
+    for p in range(4):
+        assert groups.ids(p) == [i for i in ids if partition_of(i, 4) == p]
+    assert groups.ids(9) == []
+    assert one.count == 200 and idsets.encode(list(ids), 4).digest == one.digest
+    assert idsets.encode(ids[:-1], 4).digest != one.digest
+    body, headers = idsets.query([0.5, 1.0], 3, None, one)
+    assert body[:8] == np.array([0.5, 1.0], "<f4").tobytes() and body[8:] == one.blob
+    assert json.loads(headers[QUERY_HEADER]) == {"k": 3, "ef": None, "filter": one.digest}
+    with pytest.raises(BadRequest):
+        idsets.Groups(memoryview(b"not arrow")).ids(0)

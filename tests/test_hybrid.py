@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -155,3 +157,58 @@ def test_auto_embed_on_ingest_then_filtered_text_search(stack: Stack, tmp_path: 
             json={"sql": f"SELECT DISTINCT state FROM staff WHERE worker_id IN ({', '.join(ids)})"},
         ).json()["rows"]
         assert rows == [["IL"]]
+
+
+def test_filter_cache_is_dropped_by_the_event_that_changes_its_dataset(stack: Stack) -> None:
+    """A filter's id set is cached in the gateway; an event for another dataset keeps it, a
+    new revision of the filtered dataset drops it (pushed, no timer) and the next search sees
+    the new rows at once."""
+    n, dim = 300, 8
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+
+    def attrs(bucket_of: Callable[[int], int]) -> bytes:
+        return ("id,bucket\n" + "".join(f"c{i},{bucket_of(i)}\n" for i in range(n))).encode()
+
+    with stack.client(timeout=120) as c:
+        assert c.post("/v1/ingest?name=cattrs", content=attrs(lambda i: i % 10)).status_code == 200
+        r = c.post(
+            "/v1/vectors/indexes",
+            json={"name": "cached", "dim": dim, "dataset": "cattrs", "id_column": "id"},
+        )
+        assert r.status_code == 201, r.text
+        items = [{"id": f"c{i}", "vector": vectors[i].tolist()} for i in range(n)]
+        assert c.post("/v1/vectors/indexes/cached/items", json={"items": items}).status_code == 202
+        wait_until(
+            lambda: c.get("/v1/vectors/indexes/cached").json()["count"] == n,
+            timeout=60,
+            interval=0.2,
+            what="vectors loaded",
+        )
+
+        def search() -> dict[str, Any]:
+            body = {"vector": vectors[0].tolist(), "k": 50, "filter": "bucket = 3"}
+            r = c.post("/v1/vectors/indexes/cached/search", json=body)
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+        first, second = search(), search()
+        assert (first["filter_cached"], second["filter_cached"]) == (False, True)
+        assert first["filter_matches"] == second["filter_matches"] == 30
+        assert {h["id"] for h in second["hits"]} == {f"c{i}" for i in range(3, n, 10)}
+        assert c.post("/v1/ingest?name=cother", content=b"a\n1\n").status_code == 200
+        assert search()["filter_cached"] is True  # another dataset's event: still cached
+        # A new revision of cattrs: bucket 3 is now rows 0..59. Ingest answers after the
+        # registration; the gateway has dropped the id set once the event reaches it.
+        r = c.post("/v1/ingest?name=cattrs", content=attrs(lambda i: 3 if i < 60 else 0))
+        assert r.status_code == 200, r.text
+        wait_until(
+            lambda: search()["filter_matches"] == 60,
+            timeout=10,
+            interval=0.05,
+            what="the catalog event to reach the gateway",
+        )
+        after = search()
+        assert after["filter_cached"] is True and after["filter_matches"] == 60
+        assert len(after["hits"]) == 50
+        assert {h["id"] for h in after["hits"]} <= {f"c{i}" for i in range(60)}
