@@ -36,6 +36,8 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         "vector load (vectors/s)",
         "search p50 (ms)",
         "recall@10 vs brute force",
+        "filtered 2% search p50 (ms)",
+        "filtered 0.1% recall@10",
         "embedding throughput (texts/s)",
         "text → top-K p50, cached (ms)",
         "auto-embed 200 rows end to end (s)",
@@ -45,4 +47,8 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         assert isinstance(r["ours"], float | int) and r["ours"] >= 0, r
     [rec] = [r for r in rows if r["workload"] == "recall@10 vs brute force"]
     assert rec["ours"] >= 0.9
+    filtered = [
+        r for r in rows if r["workload"].startswith("filtered") and "recall" in r["workload"]
+    ]
+    assert len(filtered) == 3 and all(r["ours"] >= 0.95 for r in filtered)
     assert "| workload | ours | floor | ratio | seed | note |" in proc.stdout

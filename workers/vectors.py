@@ -82,6 +82,9 @@ class VectorWorker(Worker):
         await self.leases.open()
         self.wake = asyncio.Event()
         self.pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="search")
+        # Filtered searches score their partitions' matches here (never waits on anything, so
+        # a search on ``pool`` may wait on it).
+        self.bound_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bounds")
 
         async def on_index_change(msg: Msg) -> None:
             self.wake.set()  # a new or deleted index: rebalance now, not at the next tick
@@ -100,6 +103,7 @@ class VectorWorker(Worker):
             await self.stop_partition(key, snapshot=True)
         await self.leases.leave()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.bound_pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- ownership ---------------------------------------------------------------------
@@ -408,6 +412,8 @@ class VectorWorker(Worker):
             req.k,
             key=key,
             ef=req.ef,
+            # Threads pay off once the matches are thousands (~10 B per id in the set).
+            each=self.bound_pool.map if len(groups.blob) > 32_768 else map,
         )
         return [self.reply(o, hits, ms=ms) for o, (hits, ms) in zip(mine, found, strict=True)]
 

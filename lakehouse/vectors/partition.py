@@ -448,6 +448,7 @@ def search_subsets(
     key: str | None = None,
     exact_max: int = 20_000,
     ef: int | None = None,
+    each: Callable[[Callable[[Partition], Any], list[Partition]], Iterable[Any]] = map,
 ) -> list[tuple[Hits, float]]:
     """Filtered top-k over several partitions of one index at once (a worker's share): each
     partition bounds its matches with int8 scores, then only the matches whose lower bound
@@ -455,29 +456,33 @@ def search_subsets(
     float: about k vectors in all instead of k per partition. The union of the answers holds
     the exact top-k of the matches. Partitions without the mirror, or with more than
     ``exact_max`` matches, are searched on their own (:meth:`Partition.search_subset`).
-    Returns (hits, milliseconds) per partition."""
-    out: list[tuple[Hits, float]] = [([], 0.0) for _ in parts]
-    pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    ``each`` runs the first step over the partitions (``map``, or a thread pool's ``map``:
+    the int8 scoring releases the GIL). Returns (hits, milliseconds) per partition."""
     q = parts[0]._prepare(query.reshape(1, -1))[0] if parts else query
-    for i, part in enumerate(parts):
+    Bounds = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    def first(part: Partition) -> tuple[Hits, Bounds | None, float]:
         started = time.perf_counter()
         if part.mirror:
             with part.lock.read():
                 labels = part._subset(functools.partial(ids, part), key)
-                if 0 < labels.size <= exact_max:
-                    pending.append((i, *part.bounds(q, labels, min(k, labels.size))))
-                    out[i] = ([], (time.perf_counter() - started) * 1000)
-                    continue
                 if labels.size == 0:
-                    continue
+                    return [], None, (time.perf_counter() - started) * 1000
+                if labels.size <= exact_max:
+                    found = part.bounds(q, labels, min(k, labels.size))
+                    return [], found, (time.perf_counter() - started) * 1000
         hits = part.search_subset(query, ids(part), k, key=key, exact_max=exact_max, ef=ef)
-        out[i] = (hits, (time.perf_counter() - started) * 1000)
+        return hits, None, (time.perf_counter() - started) * 1000
+
+    firsts = list(each(first, parts))
+    out: list[tuple[Hits, float]] = [(hits, ms) for hits, _, ms in firsts]
+    pending = [(i, b) for i, (_, b, _) in enumerate(firsts) if b is not None]
     if not pending:
         return out
-    uppers = np.concatenate([hi for _, _, _, hi in pending])
+    uppers = np.concatenate([hi for _, (_, _, hi) in pending])
     m = min(k, uppers.size)
     tau = np.partition(uppers, m - 1)[m - 1]
-    for i, cand, lo, _ in pending:
+    for i, (cand, lo, _) in pending:
         started = time.perf_counter()
         part = parts[i]
         with part.lock.read():

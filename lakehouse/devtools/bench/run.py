@@ -88,7 +88,7 @@ def run(
                 say(table(out[-4:]))
             if want("filtered"):
                 out += filtered(stack, *filtered_size)
-                say(table(out[-6:]))
+                say(table(out[-10:]))
             if want("texts"):
                 out += W.texts(stack, texts)
             if want("auto-embed"):
