@@ -45,7 +45,7 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option(
-            help="CI size: 20K rows, 20K×128 vectors (filtered: 20K×128, 50 queries), 200 texts."
+            help="CI size: 20K rows, 20K×128 vectors (filtered: 10K×64, 30 queries), 200 texts."
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
@@ -67,7 +67,7 @@ def bench(
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
     if quick:
         rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
-        filtered_vectors, filtered_dim, filtered_queries = 20_000, 128, 50
+        filtered_vectors, filtered_dim, filtered_queries = 10_000, 64, 30
     result = run(
         rows,
         vectors,
