@@ -60,6 +60,14 @@ class State:
         self.catalog_seq = max(self.catalog_seq, seq)
 
 
+def warm_routes(app: FastAPI) -> None:
+    """FastAPI prepares every route's request handling on the first request that reaches the
+    router (~25 ms here, charged to whoever asks first); done at start instead."""
+    scope = {"type": "http", "method": "GET", "path": "/", "root_path": "", "headers": []}
+    for route in app.router.routes:
+        route.matches(scope)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -69,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.put_slots = asyncio.Semaphore(settings.gateway.max_concurrent_puts)
         state.filters = Filters(settings.gateway.filter_cache_bytes)
         app.state.lh = state
+        warm_routes(app)
 
         async def connect_nats() -> None:
             nc = await connect(settings, "lakehouse-gateway", deadline=None)
