@@ -395,7 +395,7 @@ class VectorWorker(Worker):
             hits = owned.part.search_subset(query, req.allowed_ids, req.k, ef=req.ef)
         else:
             hits = owned.part.search(query, req.k, req.ef)
-        return self.reply(owned, hits, started)
+        return self.reply(owned, hits, (time.perf_counter() - started) * 1000)
 
     def search_filtered(
         self,
@@ -415,15 +415,12 @@ class VectorWorker(Worker):
             # Threads pay off once the matches are thousands (~10 B per id in the set).
             each=self.bound_pool.map if len(groups.blob) > 32_768 else map,
         )
-        return [self.reply(o, hits, ms=ms) for o, (hits, ms) in zip(mine, found, strict=True)]
+        return [self.reply(o, hits, ms) for o, (hits, ms) in zip(mine, found, strict=True)]
 
-    def reply(
-        self, owned: Owned, hits: Hits, started: float = 0.0, ms: float | None = None
-    ) -> PartitionReply:
+    def reply(self, owned: Owned, hits: Hits, took_ms: float) -> PartitionReply:
         reply = self.stats(owned)
         reply.hits = [Hit.model_construct(id=i, distance=d, metadata=m) for i, d, m in hits]
-        took = ms if ms is not None else (time.perf_counter() - started) * 1000
-        reply.took_ms = round(took, 3)
+        reply.took_ms = round(took_ms, 3)
         return reply
 
     def id_set(self, owned: Owned) -> PartitionReply:

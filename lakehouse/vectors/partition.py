@@ -486,7 +486,8 @@ def search_subsets(
         started = time.perf_counter()
         part = parts[i]
         with part.lock.read():
-            keep = np.array([lab for lab in cand[lo <= tau].tolist() if lab not in part.deleted])
-            hits = part.hits(part.exact_top(q, keep.astype(np.int64), k)) if keep.size else []
+            live = (lab for lab in cand[lo <= tau].tolist() if lab not in part.deleted)
+            keep = np.fromiter(live, dtype=np.int64)
+            hits = part.hits(part.exact_top(q, keep, k)) if keep.size else []
         out[i] = (hits, out[i][1] + (time.perf_counter() - started) * 1000)
     return out

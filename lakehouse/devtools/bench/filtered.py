@@ -16,10 +16,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 
 from lakehouse.devtools.bench.data import clustered, recall
-from lakehouse.devtools.bench.workloads import Lean, Row, p, publish, timed_post, wait_count
+from lakehouse.devtools.bench.workloads import (
+    Lean,
+    Row,
+    p,
+    publish,
+    raw_index,
+    timed_post,
+    wait_count,
+)
 from lakehouse.devtools.stack import Stack
 
 # bucket is a uniform draw from 0..999, so "bucket < 100" keeps 10% of the rows. The first
@@ -41,13 +48,7 @@ def raw_filtered(
 ) -> list[tuple[list[float], list[list[int]]]]:
     """Raw hnswlib (M 16, ef_construction 200, ef 64) with a filter callback, per subset:
     milliseconds and labels per query."""
-    import hnswlib
-
-    n, dim = data.shape
-    raw = hnswlib.Index(space="cosine", dim=dim)
-    raw.init_index(max_elements=n, M=16, ef_construction=200)
-    raw.add_items(data, np.arange(n), num_threads=psutil.cpu_count())
-    raw.set_ef(64)
+    raw = raw_index(data)
     out = []
     for keep in keeps:
         allowed = set(np.flatnonzero(keep).tolist())  # faster to test than a numpy mask
