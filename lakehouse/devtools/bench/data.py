@@ -39,5 +39,11 @@ def exact_topk(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall(found: list[list[int]], truth: np.ndarray) -> float:
+    """Mean share of each query's true neighbours found. A truth row may be padded with -1
+    where fewer than k exist (a filtered subset smaller than k)."""
     k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+    shares = []
+    for f, t in zip(found, truth, strict=True):
+        want = {int(x) for x in t if x >= 0}
+        shares.append(len(set(f[:k]) & want) / max(1, len(want)))
+    return float(np.mean(shares))

@@ -56,7 +56,10 @@ def raw_filtered(
         for q in queries:
             t = time.perf_counter()
             labels, _ = raw.knn_query(
-                q.reshape(1, -1), k=k, num_threads=1, filter=allowed.__contains__
+                q.reshape(1, -1),
+                k=min(k, len(allowed)),  # hnswlib fails asking for more than there are
+                num_threads=1,
+                filter=allowed.__contains__,
             )
             ms.append((time.perf_counter() - t) * 1000)
             found.append(labels[0].tolist())
