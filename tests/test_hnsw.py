@@ -21,7 +21,10 @@ from lakehouse.devtools.servers import wait_until
 from lakehouse.platform.errors import BadRequest
 from lakehouse.vectors import idsets
 from lakehouse.vectors.batches import Batch, partition_of
-from lakehouse.vectors.partition import MIRROR_FILE, Partition, RWLock, search_subsets
+from lakehouse.vectors.mirror import FILE as MIRROR_FILE
+from lakehouse.vectors.mirror import Int8Mirror
+from lakehouse.vectors.partition import Partition, RWLock
+from lakehouse.vectors.subsets import search_subsets
 from schemas.vectors import QUERY_HEADER, IndexSpec
 
 
@@ -33,7 +36,8 @@ def test_subset_search_is_exact(mirror: bool) -> None:
     part = Partition(spec, 0, threads=1, mirror=mirror)
     ids = [f"i{i}" for i in range(n)]
     part.apply(Batch(ids, ["upsert"] * n, data, [None] * n), seq=1)
-    assert (part.q8.shape[0] >= n) is mirror  # no int8 copy unless asked for
+    # No int8 copy unless asked for.
+    assert (part.int8 is not None and part.int8.q8.shape[0] >= n) is mirror
     rng = np.random.default_rng(3)
     allowed = sorted(rng.choice(n, 150, replace=False).tolist())
     unit = data / np.linalg.norm(data, axis=1, keepdims=True)
@@ -328,13 +332,15 @@ def test_the_int8_mirror_travels_in_the_snapshot(tmp_path: Path) -> None:
     graph, table = part.save(tmp_path)
     assert (tmp_path / MIRROR_FILE).exists()
     loaded = Partition.load(spec, 0, graph, table, threads=1, mirror=True)
-    assert np.array_equal(loaded.q8[:n], part.q8[:n])
-    assert np.array_equal(loaded.qerr[:n], part.qerr[:n])
+    assert isinstance(loaded.int8, Int8Mirror) and isinstance(part.int8, Int8Mirror)
+    assert np.array_equal(loaded.int8.q8[:n], part.int8.q8[:n])
+    assert np.array_equal(loaded.int8.qerr[:n], part.int8.qerr[:n])
     q, subset = data[3], ids[::7]
     assert loaded.search_subset(q, subset, 5) == part.search_subset(q, subset, 5)
     (tmp_path / MIRROR_FILE).unlink()  # an older snapshot: the mirror is rebuilt from the graph
     rebuilt = Partition.load(spec, 0, graph, table, threads=1, mirror=True)
-    assert np.allclose(rebuilt.qscale[:n], part.qscale[:n])
+    assert rebuilt.int8 is not None
+    assert np.allclose(rebuilt.int8.qscale[:n], part.int8.qscale[:n])
     assert rebuilt.search_subset(q, subset, 5) == part.search_subset(q, subset, 5)
 
 

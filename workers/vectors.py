@@ -38,7 +38,9 @@ from lakehouse.platform.storage import keys
 from lakehouse.vectors.batches import decode
 from lakehouse.vectors.idsets import Groups
 from lakehouse.vectors.indexes import ids_digest, list_indexes
-from lakehouse.vectors.partition import MIRROR_FILE, Hits, Partition, search_subsets
+from lakehouse.vectors.mirror import FILE as MIRROR_FILE
+from lakehouse.vectors.partition import Hits, Partition
+from lakehouse.vectors.subsets import search_subsets
 from schemas import subjects as S
 from schemas.vectors import QUERY_HEADER, Hit, IndexSpec, PartitionReply, SearchRequest
 

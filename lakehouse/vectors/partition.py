@@ -13,12 +13,10 @@ small chunks (so searches interleave during a load), searches take the read side
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,15 +28,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lakehouse.vectors import mirror as int8
 from lakehouse.vectors.batches import Batch
+from lakehouse.vectors.mirror import Int8Mirror
 from schemas.vectors import IndexSpec
 
 SPACES = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
-MIRROR_FILE = "mirror.npz"  # the int8 mirror in a snapshot
 SUBSETS_KEPT = 32  # id sets whose labels a partition keeps (per digest), ...
 SUBSET_LABELS_KEPT = 1 << 21  # ... and their labels in all (8 B each: 16 MiB)
 
 Ids = Iterable[str] | Callable[[], Iterable[str]]
+Hits = list[tuple[str, float, Any]]
 
 
 class RWLock:
@@ -80,12 +80,6 @@ class RWLock:
                 self._cond.notify_all()
 
 
-def _grown(a: np.ndarray, rows: int) -> np.ndarray:
-    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
-    out[: len(a)] = a
-    return out
-
-
 class Partition:
     def __init__(
         self,
@@ -112,17 +106,10 @@ class Partition:
         self.subsets: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self.subsets_lock = threading.Lock()
         self.lock = RWLock()
-        # Optionally an int8 copy of every vector, its scale, squared norm and the norm of its
-        # rounding error (dim + 12 bytes per vector): bounded scores of a filtered subset
-        # without copying float vectors out of the graph. Without it the exact path reads
-        # the subset's float vectors from hnswlib.
-        self.mirror = mirror
-        if not mirror:
-            capacity = 0
-        self.q8 = np.zeros((capacity, spec.dim), dtype=np.int8)
-        self.qscale = np.zeros(capacity, dtype=np.float32)
-        self.sqnorm = np.zeros(capacity, dtype=np.float32)
-        self.qerr = np.zeros(capacity, dtype=np.float32)
+        # Optionally the int8 mirror (``lakehouse.vectors.mirror``): bounded scores of a
+        # filtered subset without copying float vectors out of the graph. Without it the
+        # exact path reads the subset's float vectors from hnswlib.
+        self.int8 = Int8Mirror(spec.dim, capacity) if mirror else None
 
     @property
     def count(self) -> int:
@@ -135,10 +122,10 @@ class Partition:
     def memory_bytes(self) -> int:
         """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
         per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
-        mirror = self.q8.nbytes + self.qscale.nbytes + self.sqnorm.nbytes + self.qerr.nbytes
+        mirror = self.int8.nbytes if self.int8 is not None else 0
         return int(self.index.get_max_elements() * per * 1.1 + mirror + len(self.ids) * 120)
 
-    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
         if self.spec.metric == "cosine":
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             norms[norms == 0] = 1.0
@@ -146,26 +133,9 @@ class Partition:
         return vectors.astype(np.float32, copy=False)
 
     def _mirror(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        if not self.mirror:
-            return
-        if len(self.q8) < self.index.get_max_elements():
-            # np.zeros maps fresh zero pages lazily: only the rows copied or written later
-            # become resident, so spare capacity costs address space, not memory.
-            rows = self.index.get_max_elements()
-            self.q8 = _grown(self.q8, rows)
-            self.qscale, self.sqnorm = _grown(self.qscale, rows), _grown(self.sqnorm, rows)
-            self.qerr = _grown(self.qerr, rows)
-        v = self._prepare(vectors)
-        scale = np.abs(v).max(axis=1) / 127.0
-        scale[scale == 0] = 1.0
-        q8 = np.rint(v / scale[:, None]).astype(np.int8)
-        self.q8[labels] = q8
-        self.qscale[labels] = scale
-        self.sqnorm[labels] = (v * v).sum(axis=1)
-        # |v·q - scale·(q8·q)| <= |v - scale·q8| · |q| (Cauchy-Schwarz); rounded up a little
-        # so float32 arithmetic in the scores cannot break the bound.
-        residual = np.linalg.norm(v - q8.astype(np.float32) * scale[:, None], axis=1)
-        self.qerr[labels] = residual * 1.001 + 1e-6
+        if self.int8 is not None:
+            self.int8.grow(self.index.get_max_elements())
+            self.int8.put(labels, self.prepare(vectors))
 
     def apply(self, batch: Batch, seq: int, chunk: int = 2048) -> None:
         """Apply one batch (blocking). Upsert: an existing id keeps its label, gets the new
@@ -265,7 +235,7 @@ class Partition:
             dtype=np.int64,
         )
 
-    def _subset(self, ids: Ids, key: str | None) -> np.ndarray:
+    def labels_cached(self, ids: Ids, key: str | None) -> np.ndarray:
         """``labels_of(ids)``, kept under ``key`` (a digest of the id set) until the next
         applied batch: a repeated filter skips the id → label lookups. Call under the lock."""
         if key is not None:
@@ -284,31 +254,6 @@ class Partition:
                     kept -= self.subsets.popitem(last=False)[1][1].size
         return labels
 
-    def bounds(
-        self, q: np.ndarray, labels: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """int8 scores of ``labels`` (live, with the mirror) as intervals around the true
-        distance to the prepared query ``q``: the labels that may be among the k nearest (the
-        lower bound reaches below the k-th smallest upper bound), with their lower and upper
-        bounds. Call under the lock."""
-        lo = np.empty(labels.size, dtype=np.float32)
-        hi = np.empty(labels.size, dtype=np.float32)
-        qq = float(q @ q)
-        reach = float(np.sqrt(qq)) * (2.0 if self.spec.metric == "l2" else 1.0)
-        for start in range(0, labels.size, 4096):
-            part = labels[start : start + 4096]
-            dots = (self.q8[part].astype(np.float32) @ q) * self.qscale[part]
-            if self.spec.metric == "l2":
-                approx = self.sqnorm[part] - 2 * dots + qq
-            else:
-                approx = 1.0 - dots
-            err = self.qerr[part] * reach
-            lo[start : start + 4096] = approx - err
-            hi[start : start + 4096] = approx + err
-        tau = np.partition(hi, k - 1)[k - 1] if k < labels.size else hi.max()
-        keep = lo <= tau
-        return labels[keep], lo[keep], hi[keep]
-
     def exact_top(self, q: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The k nearest of ``labels`` by the stored float vectors. Call under the lock."""
         exact = np.empty(labels.size, dtype=np.float32)
@@ -318,7 +263,7 @@ class Partition:
         order = np.argsort(exact, kind="stable")[:k]
         return [(int(labels[i]), float(exact[i])) for i in order]
 
-    def hits(self, pairs: list[tuple[int, float]]) -> list[tuple[str, float, Any]]:
+    def hits(self, pairs: list[tuple[int, float]]) -> Hits:
         return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
 
     def search_subset(
@@ -337,13 +282,14 @@ class Partition:
         without it, the set's float vectors read from the graph. Larger sets use hnswlib's
         filter callback with a beam widened by the selectivity."""
         with self.lock.read():
-            labels = self._subset(ids, key)
+            labels = self.labels_cached(ids, key)
             if labels.size == 0:
                 return []
             k = min(k, labels.size)
-            q = self._prepare(query.reshape(1, -1))[0]
-            if labels.size <= exact_max and self.mirror:
-                pairs = self.exact_top(q, self.bounds(q, labels, k)[0], k)
+            q = self.prepare(query.reshape(1, -1))[0]
+            if labels.size <= exact_max and self.int8 is not None:
+                cand = self.int8.bounds(q, labels, k, self.spec.metric)[0]
+                pairs = self.exact_top(q, cand, k)
             elif labels.size <= exact_max:
                 pairs = self.exact_top(q, labels, k)
             else:
@@ -361,19 +307,12 @@ class Partition:
     # ---- snapshots ---------------------------------------------------------------------
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write the graph and the id/metadata table; returns their paths. With the int8
-        mirror, ``MIRROR_FILE`` beside them too (a load then need not rebuild it)."""
+        mirror, ``mirror.FILE`` beside them too (a load then need not rebuild it)."""
         graph, table = directory / "index.hnsw", directory / "ids.parquet"
         with self.lock.read():
             self.index.save_index(str(graph))
-            if self.mirror:
-                n = len(self.ids)
-                np.savez(
-                    directory / MIRROR_FILE,
-                    q8=self.q8[:n],
-                    qscale=self.qscale[:n],
-                    sqnorm=self.sqnorm[:n],
-                    qerr=self.qerr[:n],
-                )
+            if self.int8 is not None:
+                self.int8.save(directory / int8.FILE, len(self.ids))
             ids = list(self.ids)
             deleted = [i in self.deleted for i in range(len(ids))]
             meta = [
@@ -414,80 +353,16 @@ class Partition:
         }
         part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
         part.index.set_ef(spec.ef_search)
-        part.q8 = np.zeros((0, spec.dim), np.int8)
-        part.qscale, part.sqnorm, part.qerr = (np.zeros(0, np.float32) for _ in range(3))
         if not mirror:
             return part
-        saved = graph.parent / MIRROR_FILE
-        if saved.exists():
-            with np.load(saved) as z:
-                if z["q8"].shape == (len(part.ids), spec.dim):
-                    rows = part.index.get_max_elements()
-                    part.q8 = _grown(z["q8"], rows)
-                    part.qscale, part.sqnorm = _grown(z["qscale"], rows), _grown(z["sqnorm"], rows)
-                    part.qerr = _grown(z["qerr"], rows)
-                    return part
+        rows = part.index.get_max_elements()
+        saved = Int8Mirror.load(graph.parent / int8.FILE, len(part.ids), spec.dim, rows)
+        if saved is not None:
+            part.int8 = saved
+            return part
+        part.int8 = Int8Mirror(spec.dim, rows)
         live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
         for start in range(0, live.size, 8192):
             chunk = live[start : start + 8192]
             part._mirror(chunk, part.vectors_of(chunk))
-        if not live.size:
-            part._mirror(np.zeros(0, np.int64), np.zeros((0, spec.dim), np.float32))
         return part
-
-
-Hits = list[tuple[str, float, Any]]
-
-
-def search_subsets(
-    parts: list[Partition],
-    query: np.ndarray,
-    ids: Callable[[Partition], Iterable[str]],
-    k: int,
-    *,
-    key: str | None = None,
-    exact_max: int = 20_000,
-    ef: int | None = None,
-    each: Callable[[Callable[[Partition], Any], list[Partition]], Iterable[Any]] = map,
-) -> list[tuple[Hits, float]]:
-    """Filtered top-k over several partitions of one index at once (a worker's share): each
-    partition bounds its matches with int8 scores, then only the matches whose lower bound
-    reaches below the k-th smallest upper bound *across the partitions* are read back in
-    float: about k vectors in all instead of k per partition. The union of the answers holds
-    the exact top-k of the matches. Partitions without the mirror, or with more than
-    ``exact_max`` matches, are searched on their own (:meth:`Partition.search_subset`).
-    ``each`` runs the first step over the partitions (``map``, or a thread pool's ``map``:
-    the int8 scoring releases the GIL). Returns (hits, milliseconds) per partition."""
-    q = parts[0]._prepare(query.reshape(1, -1))[0] if parts else query
-    Bounds = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-    def first(part: Partition) -> tuple[Hits, Bounds | None, float]:
-        started = time.perf_counter()
-        if part.mirror:
-            with part.lock.read():
-                labels = part._subset(functools.partial(ids, part), key)
-                if labels.size == 0:
-                    return [], None, (time.perf_counter() - started) * 1000
-                if labels.size <= exact_max:
-                    found = part.bounds(q, labels, min(k, labels.size))
-                    return [], found, (time.perf_counter() - started) * 1000
-        hits = part.search_subset(query, ids(part), k, key=key, exact_max=exact_max, ef=ef)
-        return hits, None, (time.perf_counter() - started) * 1000
-
-    firsts = list(each(first, parts))
-    out: list[tuple[Hits, float]] = [(hits, ms) for hits, _, ms in firsts]
-    pending = [(i, b) for i, (_, b, _) in enumerate(firsts) if b is not None]
-    if not pending:
-        return out
-    uppers = np.concatenate([hi for _, (_, _, hi) in pending])
-    m = min(k, uppers.size)
-    tau = np.partition(uppers, m - 1)[m - 1]
-    for i, (cand, lo, _) in pending:
-        started = time.perf_counter()
-        part = parts[i]
-        with part.lock.read():
-            live = (lab for lab in cand[lo <= tau].tolist() if lab not in part.deleted)
-            keep = np.fromiter(live, dtype=np.int64)
-            hits = part.hits(part.exact_top(q, keep, k)) if keep.size else []
-        out[i] = (hits, out[i][1] + (time.perf_counter() - started) * 1000)
-    return out
