@@ -32,3 +32,20 @@ class SqlResult(BaseModel):
     rows: list[list[Any]] = Field(description="Rows, each a list of JSON values.")
     row_count: int = Field(description="Rows returned.", examples=[1])
     truncated: bool = Field(description="True when the row cap cut the result.")
+
+
+class RowsRequest(Message):
+    """``lakehouse.query.rows`` (request/reply): rows of a dataset by id — what a search
+    answer shows of each hit. Served from a per-dataset in-memory copy in the query worker
+    (built on first use, dropped when the dataset changes)."""
+
+    dataset: str = Field(description="Dataset name.", examples=["workers"])
+    id_column: str = Field(description="Column holding the ids.", examples=["worker_id"])
+    ids: list[str] = Field(max_length=10_000, description="Ids wanted (string form).")
+    min_catalog_seq: int = Field(0, description="As in SqlRequest (read-your-writes).")
+
+
+class RowsReply(BaseModel):
+    columns: list[SqlColumn] = Field(description="Every column of the dataset, in order.")
+    long: list[str] = Field(description="Long text columns (left out of a hit's row by default).")
+    rows: dict[str, list[Any]] = Field(description="Each found id's row, values as in SqlResult.")

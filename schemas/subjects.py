@@ -38,6 +38,7 @@ CATALOG_DELETE = f"{PREFIX}.catalog.delete"
 CATALOG_EVENTS_PREFIX = f"{PREFIX}.catalog.events"
 # Request/reply: gateway -> query workers.
 QUERY_SQL = f"{PREFIX}.query.sql"
+QUERY_ROWS = f"{PREFIX}.query.rows"
 # JetStream work queue: gateway, ingest worker, upstream -> embed workers.
 EMBED_REQUESTS_PREFIX = f"{PREFIX}.embed.requests"
 # Request/reply: gateway -> embed workers (query-time, cached).

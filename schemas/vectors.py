@@ -38,6 +38,13 @@ class IndexDefinition(BaseModel):
     id_column: str | None = Field(
         None, min_length=1, description="Column of ``dataset`` holding item ids."
     )
+    text_template: str | None = Field(
+        None,
+        min_length=1,
+        description="Format string the dataset's rows were embedded with (auto-embed sets it); "
+        "a search `like` an item renders it over that item's row.",
+        examples=["{role} in {city}, {state}. Skills: {skills}."],
+    )
 
 
 class IndexSpec(Message, IndexDefinition):
@@ -96,10 +103,25 @@ class SearchRequest(Message):
 QUERY_HEADER = "Lakehouse-Query"
 
 
+class Snippet(BaseModel):
+    column: str = Field(description="The long-text column it comes from.")
+    text: str = Field(description="About 240 characters of it, around the first query word.")
+    marks: list[tuple[int, int]] = Field(
+        description="[start, end) offsets in `text` of the query's words (for highlighting)."
+    )
+
+
 class Hit(BaseModel):
     id: str = Field(description="Item id.")
     distance: float = Field(description="Distance (smaller is closer).")
     metadata: dict[str, Any] | None = Field(None, description="Item metadata.")
+    row: dict[str, Any] | None = Field(
+        None,
+        description="The item's row in the index's dataset (search answers on an index with "
+        "`dataset`/`id_column`; null when the row is gone).",
+    )
+    snippet: Snippet | None = Field(None, description="The matched long text, marked.")
+    terms: list[str] | None = Field(None, description="The words of a text query found in the row.")
 
 
 class PartitionReply(BaseModel):

@@ -157,6 +157,48 @@ def test_auto_embed_on_ingest_then_filtered_text_search(stack: Stack, tmp_path: 
             json={"sql": f"SELECT DISTINCT state FROM staff WHERE worker_id IN ({', '.join(ids)})"},
         ).json()["rows"]
         assert rows == [["IL"]]
+        check_rows_with_hits(c)
+
+
+def check_rows_with_hits(c: httpx.Client) -> None:
+    """Search answers carry each hit's row (as /v1/sql gives it), the matched long text with
+    the query's words marked, and more-like-this by an item's row."""
+    query = {"text": "forklift operator OSHA", "k": 5, "filter": "state = 'IL'"}
+    body = c.post("/v1/vectors/indexes/staff/search", json=query).json()
+    hits = body["hits"]
+    assert hits and body["rows_ms"] > 0
+    sql = f"SELECT * EXCLUDE (resume_text) FROM staff WHERE worker_id = {hits[0]['id']}"
+    want = c.post("/v1/sql", json={"sql": sql}).json()
+    assert hits[0]["row"] == dict(
+        zip([col["name"] for col in want["columns"]], want["rows"][0], strict=True)
+    )
+    for h in hits:
+        assert h["row"]["state"] == "IL" and str(h["row"]["worker_id"]) == h["id"]
+        assert "resume_text" not in h["row"]  # long text: in the snippet, not the row
+        snip = h["snippet"]
+        assert snip["column"] == "resume_text" and len(snip["text"]) <= 250
+        for start, end in snip["marks"]:
+            assert snip["text"][start:end].lower() in {"forklift", "operator", "osha"}
+        text = " ".join(str(v) for v in h["row"].values()) + " " + snip["text"]
+        assert set(h["terms"]) <= {"forklift", "operator", "osha"}
+        assert all(t in text.lower() for t in h["terms"])
+    assert any(h["snippet"]["marks"] for h in hits)
+    chosen = c.post(
+        "/v1/vectors/indexes/staff/search", json={**query, "fields": ["name", "city"]}
+    ).json()["hits"]
+    assert [h["id"] for h in chosen] == [h["id"] for h in hits]
+    assert all(set(h["row"]) == {"name", "city"} for h in chosen)
+    bare = c.post("/v1/vectors/indexes/staff/search", json={**query, "fields": []}).json()
+    assert all("row" not in h for h in bare["hits"]) and bare["rows_ms"] == 0
+    r = c.post("/v1/vectors/indexes/staff/search", json={**query, "fields": ["nope"]})
+    assert r.status_code == 400 and "nope" in r.json()["detail"]
+    # More like this: the item's row through the index's text template, the item left out.
+    item = hits[0]["id"]
+    like = c.post("/v1/vectors/indexes/staff/search", json={"like": item, "k": 5}).json()
+    assert len(like["hits"]) == 5 and item not in [h["id"] for h in like["hits"]]
+    assert like["hits"][0]["row"]["role"] == hits[0]["row"]["role"]
+    r = c.post("/v1/vectors/indexes/staff/search", json={"like": "999999"})
+    assert r.status_code == 404, r.text
 
 
 def test_filter_cache_is_dropped_by_the_event_that_changes_its_dataset(stack: Stack) -> None:

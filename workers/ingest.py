@@ -18,7 +18,6 @@ import string
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 from nats.aio.msg import Msg
@@ -30,6 +29,7 @@ from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
 from lakehouse.platform.storage import keys
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
+from lakehouse.tables.rows import render
 from lakehouse.vectors.embedding import model_dim
 from lakehouse.vectors.indexes import create_index, get_index
 from schemas import subjects as S
@@ -49,10 +49,6 @@ def check_template(embed: AutoEmbed, columns: list[str]) -> None:
         raise Permanent(f"text_template names unknown column(s) {unknown}; columns: {columns}")
     if embed.id_column not in columns:
         raise Permanent(f"id_column {embed.id_column!r} is not a column; columns: {columns}")
-
-
-def render(template: str, row: dict[str, Any]) -> str:
-    return template.format_map({k: "" if v is None else v for k, v in row.items()})
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress updates
@@ -182,6 +178,7 @@ class IngestWorker(Worker):
                 dim=model_dim(self.rt.settings),
                 dataset=req.name,
                 id_column=embed.id_column,
+                text_template=embed.text_template,
             )
             with contextlib.suppress(Conflict):
                 await create_index(js, spec)

@@ -5,7 +5,9 @@ each dataset's current state and then every new event, so views are created, rep
 dropped with no timer. Objects on S3 are copied once into a local cache (they are immutable,
 so the cache never goes stale); objects on the file backend are read in place. User SQL runs
 on its own cursor in a thread, limited to one SELECT, with file access confined to the
-datasets' objects, a row cap and a statement timeout.
+datasets' objects, a row cap and a statement timeout. Rows by id (the rows shown with
+search hits) come from an in-memory copy of the dataset, built on first use and dropped when
+its catalog event arrives (``query.row_cache_bytes`` in all, least recently used first).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import duckdb
@@ -20,15 +23,22 @@ import pyarrow as pa
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from lakehouse.platform.errors import BadRequest, Forbidden, LakehouseError, Timeout
+from lakehouse.platform.errors import (
+    BadRequest,
+    Forbidden,
+    LakehouseError,
+    NotFound,
+    Timeout,
+)
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.platform.storage import keys
+from lakehouse.tables.rows import RowTable
 from lakehouse.tables.sqljson import table_rows
 from lakehouse.tables.views import ident, literal, view_sql
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
-from schemas.query import SqlRequest
+from schemas.query import RowsRequest, SqlRequest
 
 log = logging.getLogger("workers.query")
 
@@ -39,13 +49,17 @@ class QueryWorker(Worker):
     kind = "query"
 
     def serves(self) -> list[Serve]:
-        return [Serve(S.QUERY_SQL, self.sql)]
+        return [Serve(S.QUERY_SQL, self.sql), Serve(S.QUERY_ROWS, self.rows)]
 
     async def setup(self) -> None:
         st = self.rt.settings
         self.applied_seq = 0
         self.applied = asyncio.Condition()
         self.view_errors = 0
+        self.row_tables: OrderedDict[tuple[str, str], RowTable] = OrderedDict()
+        self.versions: dict[str, int] = {}  # per dataset, bumped by each of its events
+        self.too_big: set[tuple[str, str]] = set()
+        self.warming: set[asyncio.Task[Any]] = set()
         root = self.rt.storage.local_path(f"{keys.DATASETS}x")
         self.cache = (st.data_dir / "cache" / "objects").resolve()  # S3 objects' local copies
         # File backend: <root>/datasets/ (staging and _catalog stay unreadable); S3: the cache.
@@ -66,6 +80,8 @@ class QueryWorker(Worker):
         )
 
     async def teardown(self) -> None:
+        for task in self.warming:
+            task.cancel()
         await self.sub.unsubscribe()
         self.db.close()
 
@@ -74,8 +90,16 @@ class QueryWorker(Worker):
         seq = msg.metadata.sequence.stream
         try:
             event = CatalogEvent.model_validate_json(msg.data)
+            self.versions[event.name] = self.versions.get(event.name, 0) + 1
+            stale = [k for k in self.row_tables if k[0] == event.name]
+            for key in stale:
+                del self.row_tables[key]
+            self.too_big = {k for k in self.too_big if k[0] != event.name}
             if event.type == "registered" and event.manifest is not None:
                 await self.create_view(event.manifest)
+                for key in stale:  # in use: load the new rows now, not on the next search
+                    self.warming.add(asyncio.create_task(self.warm_rows(*key)))
+                    self.warming = {t for t in self.warming if not t.done()}
             else:
                 self.db.execute(f"DROP VIEW IF EXISTS {ident(event.name)}")
             log.info("view updated", extra={"dataset": event.name, "event": event.type, "seq": seq})
@@ -173,6 +197,72 @@ class QueryWorker(Worker):
             raise Forbidden(self.redact(str(exc)), error="access denied") from None
         except duckdb.Error as exc:
             raise BadRequest(self.redact(str(exc)), error="SQL error") from None
+
+    # ---- rows by id ----------------------------------------------------------------------
+    async def rows(self, msg: Msg) -> bytes:
+        req = parse(RowsRequest, msg.data)
+        await self.wait_applied(req.min_catalog_seq)
+        rt = await self.row_table(req.dataset, req.id_column)
+        if rt is None:  # over the budget: read just these ids from the objects
+            rt = await asyncio.to_thread(self.load_rows, req.dataset, req.id_column, req.ids)
+        body = {
+            "columns": [
+                {"name": n, "type": t} for n, t in zip(rt.table.column_names, rt.types, strict=True)
+            ],
+            "long": rt.long,
+            "rows": rt.lookup(req.ids),
+        }
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    async def row_table(self, dataset: str, id_column: str) -> RowTable | None:
+        """The dataset's cached rows (loaded on first use); None when it exceeds the budget."""
+        key = (dataset, id_column)
+        if key in self.row_tables:
+            self.row_tables.move_to_end(key)
+            return self.row_tables[key]
+        budget = self.rt.settings.query.row_cache_bytes
+        if key in self.too_big:
+            return None
+        version = self.versions.get(dataset)
+        rt = await asyncio.to_thread(self.load_rows, dataset, id_column)
+        if self.versions.get(dataset) != version:  # changed while loading: use, don't keep
+            return rt
+        if rt.nbytes > budget:
+            self.too_big.add(key)
+            return rt
+        self.row_tables[key] = rt
+        while sum(t.nbytes for t in self.row_tables.values()) > budget:
+            self.row_tables.popitem(last=False)
+        return rt
+
+    async def warm_rows(self, dataset: str, id_column: str) -> None:
+        try:
+            await self.row_table(dataset, id_column)
+        except Exception as exc:  # the next lookup reports it
+            log.warning("rows not preloaded", extra={"dataset": dataset, "error": str(exc)})
+
+    def load_rows(self, dataset: str, id_column: str, ids: list[str] | None = None) -> RowTable:
+        sql = f"SELECT * FROM {ident(dataset)}"
+        if ids is not None:
+            wanted = ", ".join(literal(i) for i in ids) or "NULL"
+            sql += f" WHERE CAST({ident(id_column)} AS VARCHAR) IN ({wanted})"
+        cur = self.db.cursor()
+        try:
+            rel = cur.sql(sql)
+            types = [str(t) for t in rel.types]
+            table = rel.to_arrow_table()
+        except duckdb.CatalogException:
+            raise NotFound(f"no dataset named {dataset!r}") from None
+        except duckdb.BinderException:
+            table, types = pa.table({}), []
+        finally:
+            cur.close()
+        try:
+            return RowTable.build(table, types, id_column)
+        except KeyError:
+            raise BadRequest(
+                f"dataset {dataset!r} has no column {id_column!r}; columns: {table.column_names}"
+            ) from None
 
     def redact(self, text: str) -> str:
         for secret in self.rt.settings.secret_values():

@@ -16,13 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import errors
 from gateway.routes import state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
-from lakehouse.platform.errors import BadRequest
+from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import call
+from lakehouse.tables import rows
 from lakehouse.vectors import idsets
 from lakehouse.vectors.idsets import IdSet
 from schemas import subjects as S
 from schemas.messages import Int
-from schemas.query import SqlRequest
+from schemas.query import RowsReply, RowsRequest, SqlRequest
 from schemas.vectors import EmbedText, EmbedTextReply, Hit, IndexSpec
 
 if TYPE_CHECKING:
@@ -42,6 +43,12 @@ class SearchOptions(BaseModel):
         description="SQL predicate over the index's dataset; only matching rows are returned.",
         examples=["state = 'IL' AND reliability > 0.8"],
     )
+    fields: list[str] | None = Field(
+        None,
+        description="Columns of each hit's `row` (index with a dataset): default all but long "
+        "text columns; `[]`: no row, snippet or terms.",
+        examples=[["name", "role", "city", "state"]],
+    )
 
 
 class VectorQuery(SearchOptions):
@@ -56,6 +63,14 @@ class TextQuery(SearchOptions):
 
     model_config = ConfigDict(extra="forbid")
     text: str = Field(description="Query text.", examples=["electrician with industrial wiring"])
+
+
+class LikeQuery(SearchOptions):
+    """More like an item: its row rendered through the index's `text_template` (the text it
+    was embedded from) is the query; the item itself is left out of the hits."""
+
+    model_config = ConfigDict(extra="forbid")
+    like: str = Field(min_length=1, description="Item id.", examples=["274"])
 
 
 class PartitionTiming(BaseModel):
@@ -77,6 +92,7 @@ class SearchReply(BaseModel):
         description="The filter's id set came from the gateway's cache (kept until a catalog "
         "event changes a dataset the filter reads)."
     )
+    rows_ms: float = Field(description="Time fetching the hits' rows.")
     took_ms: float = Field(description="Total time in the gateway.")
 
 
@@ -127,16 +143,24 @@ async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> tuple[Id
     },
 )
 async def search(
-    name: IndexName, body: VectorQuery | TextQuery, st: State = Depends(state)
+    name: IndexName, body: VectorQuery | TextQuery | LikeQuery, st: State = Depends(state)
 ) -> Response:
     started = time.perf_counter()
     spec = await require_index(st, name)
-    embed_ms = 0.0
-    if isinstance(body, TextQuery):
+    embed_ms = rows_ms = 0.0
+    text, k = None, body.k
+    if isinstance(body, LikeQuery):
         t = time.perf_counter()
-        vector = (await embed_texts(st, [body.text]))["vectors"][0]
+        text, k = await like_text(st, spec, body.like), body.k + 1
+        rows_ms = (time.perf_counter() - t) * 1000
+    elif isinstance(body, TextQuery):
+        text = body.text
+    if text is not None:
+        t = time.perf_counter()
+        vector = (await embed_texts(st, [text]))["vectors"][0]
         embed_ms = (time.perf_counter() - t) * 1000
     else:
+        assert isinstance(body, VectorQuery)
         vector = body.vector
     if len(vector) != spec.dim:
         raise BadRequest(f"query has dimension {len(vector)}; index {name!r} has {spec.dim}")
@@ -147,8 +171,16 @@ async def search(
         ids, cached = await resolve_filter(st, spec, body.filter)
         filter_ms = (time.perf_counter() - t) * 1000
     # The binary form: float32 bytes (then the id set), parameters in a header.
-    parts, missing = await gather(st, spec, *idsets.query(vector, body.k, body.ef, ids))
-    hits = sorted((h for p in parts for h in p["hits"]), key=lambda h: h["distance"])[: body.k]
+    parts, missing = await gather(st, spec, *idsets.query(vector, k, body.ef, ids))
+    hits = sorted((h for p in parts for h in p["hits"]), key=lambda h: h["distance"])
+    if isinstance(body, LikeQuery):
+        hits = [h for h in hits if h["id"] != body.like]
+    hits = hits[: body.k]
+    if spec.dataset and spec.id_column and body.fields != [] and hits:
+        t = time.perf_counter()
+        words = rows.terms(body.text) if isinstance(body, TextQuery) else []
+        await attach_rows(st, spec, hits, body.fields, words)
+        rows_ms += (time.perf_counter() - t) * 1000
     out = {
         "hits": hits,
         "partial": bool(missing),
@@ -160,9 +192,60 @@ async def search(
         "filter_ms": round(filter_ms, 3),
         "filter_matches": None if ids is None else ids.count,
         "filter_cached": cached,
+        "rows_ms": round(rows_ms, 3),
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
     return Response(json.dumps(out), media_type="application/json")
+
+
+async def fetch_rows(st: State, spec: IndexSpec, ids: list[str]) -> RowsReply:
+    """The rows of ``ids`` in the index's dataset, from a query worker's in-memory copy."""
+    assert spec.dataset and spec.id_column
+    req = RowsRequest(
+        dataset=spec.dataset, id_column=spec.id_column, ids=ids, min_catalog_seq=st.catalog_seq
+    )
+    raw = await call(
+        st.require_nats(), S.QUERY_ROWS, req, timeout=st.settings.query.timeout, what="query"
+    )
+    return RowsReply.model_validate_json(raw)
+
+
+async def attach_rows(
+    st: State,
+    spec: IndexSpec,
+    hits: list[dict[str, Any]],
+    fields: list[str] | None,
+    words: list[str],
+) -> None:
+    """Give each hit its ``row`` (``fields``, default all but long text), a ``snippet`` of its
+    long text with the query's ``words`` marked, and the ``terms`` found in the row."""
+    reply = await fetch_rows(st, spec, [h["id"] for h in hits])
+    names = [c.name for c in reply.columns]
+    if fields is not None and (unknown := [f for f in fields if f not in names]):
+        raise BadRequest(f"unknown fields {unknown}; dataset {spec.dataset!r} has {names}")
+    shown = fields if fields is not None else [n for n in names if n not in reply.long]
+    for hit in hits:
+        values = reply.rows.get(hit["id"])
+        if values is None:
+            hit["row"] = None
+            continue
+        row = dict(zip(names, values, strict=True))
+        hit["row"] = {f: row[f] for f in shown}
+        hit["snippet"] = rows.snippet(row, reply.long, words)
+        hit["terms"] = rows.found_terms(row, words) if words else []
+
+
+async def like_text(st: State, spec: IndexSpec, item: str) -> str:
+    """The text an item was embedded from: its row through the index's text template."""
+    if not (spec.dataset and spec.id_column and spec.text_template):
+        raise BadRequest(
+            f"index {spec.name!r} has no dataset/id_column/text_template to search like an item"
+        )
+    reply = await fetch_rows(st, spec, [item])
+    if item not in reply.rows:
+        raise NotFound(f"no row with {spec.id_column} = {item!r} in {spec.dataset!r}")
+    row = dict(zip((c.name for c in reply.columns), reply.rows[item], strict=True))
+    return rows.render(spec.text_template, row)
 
 
 @router.post(

@@ -98,6 +98,12 @@ class QuerySettings(BaseModel):
         2.0, description="Longest wait for a catalog event a request depends on."
     )
     threads: int | None = Field(None, description="DuckDB threads (default: all cores).")
+    row_cache_bytes: int = Field(
+        512 << 20,
+        ge=0,
+        description="In-memory copies of datasets for rows by id (search hits), in all; a "
+        "larger dataset is read from its objects on each lookup.",
+    )
 
 
 class EmbedSettings(BaseModel):

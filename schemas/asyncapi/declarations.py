@@ -33,7 +33,7 @@ from schemas.messages import (
     ErrorBody,
     HealthReply,
 )
-from schemas.query import SqlRequest, SqlResult
+from schemas.query import RowsReply, RowsRequest, SqlRequest, SqlResult
 from schemas.vectors import (
     QUERY_HEADER,
     EmbedRequest,
@@ -301,6 +301,20 @@ async def query_sql(request: SqlRequest) -> SqlResult | bytes:
 
 
 DECLARED["query.sql"] = Declared(replies=(SqlResult, ARROW_RESULT, ErrorBody))
+
+
+@broker.subscriber(
+    S.QUERY_ROWS,
+    queue=f"{S.PREFIX}.query",
+    title="query.rows",
+    description="Request/reply: a dataset's rows by id (the rows shown with search hits), "
+    "from the query worker's in-memory copy of the dataset.",
+)
+async def query_rows(request: RowsRequest) -> RowsReply:
+    _declared_only()
+
+
+DECLARED["query.rows"] = Declared(replies=(RowsReply, ErrorBody))
 
 # Vectors -------------------------------------------------------------------------------------
 
