@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # hnswlib builds from source; a -march=native build can crash on another CPU.
 export HNSWLIB_NO_NATIVE := 1
 
-.PHONY: install install-dev run test test-fast lint format clean
+.PHONY: install install-dev run test test-fast lint format clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ format: install-dev
 	$(BIN)/ruff format lakehouse gateway workers schemas tests
 	$(BIN)/ruff check --fix lakehouse gateway workers schemas tests
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The web app's browser tests drive Debian's chromium (Playwright cannot download its own
+# offline). Installed here when we are root with apt; otherwise those tests skip, saying why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -q chromium >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+	  || echo "chromium not installed: the browser tests will skip"; }
 
 # The edit-test loop: no lint, no tests marked slow (`make test` runs everything).
 test-fast: install-dev

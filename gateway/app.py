@@ -12,13 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from gateway import errors, filters
+from gateway import errors, filters, mcp
 from gateway.filters import Filters
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
+from gateway.web import pages
 from lakehouse import __version__
 from lakehouse.platform import backoff
 from lakehouse.platform.bus import connect
@@ -113,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         connecting = asyncio.create_task(connect_nats())
         try:
-            yield
+            async with mcp.running(app):
+                yield
         finally:
             connecting.cancel()
             if state.nc is not None and not state.nc.is_closed:
@@ -138,4 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vectors.router)
     app.include_router(search.router)
     app.include_router(contract.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    mcp.mount(app, settings)
     return app

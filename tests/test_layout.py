@@ -23,14 +23,22 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "lakehouse.platform": ("schemas",),
     "lakehouse.tables": ("lakehouse.platform", "schemas"),
     "lakehouse.vectors": ("lakehouse.platform", "schemas"),
+    "lakehouse.client": ("schemas",),
     "workers": ("lakehouse.platform", "lakehouse.tables", "lakehouse.vectors", "schemas"),
-    "gateway": ("lakehouse.platform", "lakehouse.tables", "lakehouse.vectors", "schemas"),
+    "gateway": (
+        "lakehouse.platform",
+        "lakehouse.tables",
+        "lakehouse.vectors",
+        "lakehouse.client",  # the MCP server mounted at /mcp
+        "schemas",
+    ),
     "lakehouse.ops.cli": (
         "lakehouse.ops",
         "lakehouse.platform",
         "lakehouse.tables",
         "lakehouse.vectors",
         "lakehouse.devtools",  # the developer verbs: bench, gen-workers
+        "lakehouse.client",  # the verbs for people: ingest, sql, search, datasets, jobs, mcp
         "gateway",
         "workers",
         "schemas",

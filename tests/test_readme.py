@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,10 +27,12 @@ def blocks(tag: str) -> list[str]:
 
 
 def run_block(block: str, base: str) -> subprocess.CompletedProcess[str]:
-    """Run a README shell example against the gateway at ``base`` ($BASE)."""
+    """Run a README shell example against the gateway at ``base`` ($BASE), with this
+    environment's ``lakehouse`` first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block],
-        env={**os.environ, "BASE": base},
+        env={**os.environ, "BASE": base, "PATH": path},
         capture_output=True,
         text=True,
         timeout=120,
@@ -44,7 +49,7 @@ def test_two_commands_and_ci_runs_the_same() -> None:
     assert "make test" in ci
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert re.search(r"^run: install\n\t\$\(BIN\)/lakehouse up$", makefile, flags=re.M)
-    assert re.search(r"^test: lint\n\t\$\(BIN\)/pytest", makefile, flags=re.M)
+    assert re.search(r"^test: lint browser\n\t\$\(BIN\)/pytest", makefile, flags=re.M)
 
 
 def test_storage_examples_run(
@@ -90,3 +95,17 @@ def test_ingest_sql_and_nats_examples_run(make_stack: Callable[..., Stack]) -> N
         return r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["1"]
 
     wait_until(found, timeout=60, what="README vector example to find the electrician")
+
+    # The verbs for people: ingest follows the job until searchable, then SQL and search.
+    [cli] = blocks("sh example-cli")
+    out = run_block(cli, stack.base)
+    assert out.returncode == 0, out.stderr
+    assert "Ann Lee,IL\nBo Diaz,IN" in out.stdout.replace("\r", "")
+    assert "crew" in out.stdout.rsplit("forklift", 1)[-1]  # `datasets` lists it
+
+    def cli_finds_ann() -> bool:
+        search = 'lakehouse search "forklift driver" --index crew --k 1 --json --url "$BASE"'
+        got = run_block(search, stack.base)
+        return got.returncode == 0 and [h["id"] for h in json.loads(got.stdout)["hits"]] == ["1"]
+
+    wait_until(cli_finds_ann, timeout=60, what="`lakehouse search` to find the forklift operator")

@@ -60,15 +60,18 @@ class SqlBody(BaseModel):
 )
 async def sql(body: SqlBody, request: Request, st: State = Depends(state)) -> Response:
     arrow = ARROW in request.headers.get("accept", "")
-    req = SqlRequest(
-        sql=body.sql, format="arrow" if arrow else "json", min_catalog_seq=st.catalog_seq
-    )
+    raw = await run_sql(st, body.sql, arrow=arrow)
+    return Response(raw, media_type=ARROW if arrow else "application/json")
+
+
+async def run_sql(st: State, sql: str, *, arrow: bool = False) -> bytes:
+    """One statement through a query worker: JSON (``SqlResult``) or an Arrow IPC stream."""
+    req = SqlRequest(sql=sql, format="arrow" if arrow else "json", min_catalog_seq=st.catalog_seq)
     qs = st.settings.query
-    raw = await call(
+    return await call(
         st.require_nats(),
         S.QUERY_SQL,
         req,
         timeout=qs.timeout + qs.read_your_writes_wait + 5,
         what="query",
     )
-    return Response(raw, media_type=ARROW if arrow else "application/json")

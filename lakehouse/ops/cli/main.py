@@ -4,17 +4,18 @@ import logging
 
 import typer
 
-from lakehouse.ops.cli import data, dev, dlq, replay, stack
+from lakehouse.ops.cli import data, dev, dlq, mcp, replay, stack, use
 from lakehouse.ops.cli.options import fail, one_line
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Lakehouse: run the platform (up, gateway, worker), operate it (replay, verify, dlq, "
-    "gc, catalog) and develop it (bench, gen-workers, schemas).",
+    help="Lakehouse: use it over HTTP (ingest, sql, search, datasets, jobs), run the platform "
+    "(up, gateway, worker), operate it (replay, verify, dlq, gc, catalog) and develop it "
+    "(bench, gen-workers, schemas).",
 )
-for module in (stack, replay, dlq, data, dev):
+for module in (use, stack, replay, dlq, data, dev, mcp):
     module.register(app)
 
 

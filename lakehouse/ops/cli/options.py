@@ -2,6 +2,7 @@
 
 - The connection options, the same on every command that talks to a running stack:
   ``--config``, ``--nats-url``, ``--data-dir``, ``--storage`` (:func:`connected` adds them).
+- ``--url``: the gateway the verbs for people talk to over HTTP (ingest, sql, search, ...).
 - ``--json``: print the command's result as one JSON document on stdout instead of text.
 - Errors: one line on stderr and exit status 2 (:func:`fail`; :func:`run` maps the core's
   exceptions, an unreachable NATS included).
@@ -60,6 +61,16 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Gateway base URL (default $LAKEHOUSE_URL, else http://127.0.0.1:3110).",
+        show_default=False,
+    ),
+]
+"""The default itself is resolved by :func:`lakehouse.client.http.default_url` (not imported
+here: every command would pay for httpx)."""
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout instead of text.")
 ]
