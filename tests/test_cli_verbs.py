@@ -98,12 +98,18 @@ def test_ingest_with_auto_embed_follows_the_job_then_search_prints_rows(
             interval=0.1,
             what="the embedded rows to be applied",
         )
-    plain, picked, as_json, shown = lakehouse(
+    plain, picked, as_json, shown, listing = lakehouse(
         stack.base,
         ["search", "electrician", "--index", "people", "--k", "3"],
         ["search", "electrician", "--index", "people", "--filter", PEORIA, "--fields", "name,city"],
         ["search", "nurse", "--index", "people", "--k", "2", "--json"],
         ["jobs", job["job_id"]],
+        ["jobs", "--json"],
+    )
+    listed = json.loads(ok(listing))["jobs"]
+    assert job["job_id"] in [j["job_id"] for j in listed]  # newest first, this one included
+    assert [j["updated_at"] for j in listed] == sorted(
+        (j["updated_at"] for j in listed), reverse=True
     )
     text = ok(plain)
     header = text.splitlines()[0]

@@ -1,5 +1,5 @@
-"""``POST /v1/ingest`` (stream the CSV to storage, publish an IngestRequest, wait for the job)
-and ``GET /v1/jobs/{id}``."""
+"""``POST /v1/ingest`` (stream the CSV to storage, publish an IngestRequest, wait for the job),
+``GET /v1/jobs`` and ``GET /v1/jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from gateway import errors
 from gateway.routes import state
 from gateway.uploads import upload_body
+from lakehouse.platform import streams
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
 from lakehouse.platform.storage import keys
 from schemas import subjects as S
@@ -175,6 +176,29 @@ async def ingest(
         raise job_failed(status)
     body = {"job_id": job_id, "state": status.state, "status_url": f"/v1/jobs/{job_id}"}
     return JSONResponse(body, status_code=202)
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Newest first (by last update).")
+
+
+@router.get(
+    "/v1/jobs",
+    summary="Recent jobs, newest first",
+    responses={
+        200: {"model": JobList, "description": "Each job's latest status."},
+        **errors.responses(400, 503),
+    },
+)
+async def jobs(
+    limit: int = Query(20, ge=1, le=1000, description="Jobs to list."),
+    st: State = Depends(state),
+) -> JSONResponse:
+    """Every job still kept (the jobs stream keeps 7 days), newest first."""
+    records = await streams.last_per_subject(st.require_nats(), S.STREAM_JOBS, S.job("*"))
+    found = [JobStatus.model_validate_json(r.data) for r in records]
+    found.sort(key=lambda j: j.updated_at, reverse=True)
+    return JSONResponse({"jobs": [j.model_dump(mode="json") for j in found[:limit]]})
 
 
 @router.get(

@@ -139,6 +139,10 @@ class Client:
         )
         return out
 
+    async def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        out = await self.json("GET", "/v1/jobs", params={"limit": limit})
+        return list(out["jobs"])
+
     async def job(self, job_id: str) -> dict[str, Any]:
         out: dict[str, Any] = await self.json("GET", f"/v1/jobs/{job_id}")
         return out

@@ -2,11 +2,14 @@
 
 :func:`read` walks ``[start, end]`` with JetStream direct gets (read-only: no consumer is
 created, so work-queue streams can be read too); :func:`bounds` turns a user's range into
-sequences. Replay, verify, the catalog's history and the dead-letter tools all read this way.
+sequences; :func:`last_per_subject` reads the newest message of every subject matching a
+filter. Replay, verify, the catalog's history, the dead-letter tools and the job list all read
+this way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -83,6 +86,23 @@ async def read(
             return
         yield rec
         seq = rec.seq + 1
+
+
+async def last_per_subject(nc: NATS, stream: str, subjects: str) -> list[Record]:
+    """The newest stored message of each subject matching ``subjects`` (wildcards allowed),
+    in subject order."""
+    try:
+        info = await nc.jetstream().stream_info(stream, subjects_filter=subjects)
+    except NotFoundError:
+        return []
+    names = sorted(info.state.subjects or {})
+    out: list[Record] = []
+    for i in range(0, len(names), 64):  # bounded concurrency
+        got = await asyncio.gather(
+            *(_direct(nc, stream, {"last_by_subj": s}) for s in names[i : i + 64])
+        )
+        out += [r for r in got if r is not None]
+    return out
 
 
 def stream_of(name: str) -> str:

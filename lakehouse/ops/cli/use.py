@@ -460,11 +460,39 @@ def datasets(
 
 
 def jobs(
-    job_id: Annotated[str, typer.Argument(help="The job id (ingest prints it with --json).")],
+    job_id: Annotated[
+        str | None,
+        typer.Argument(help="One job (ingest prints its id with --json); default: list them."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Jobs to list.", min=1, max=1000)] = 20,
     url: UrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """One job: its state, rows processed, result or error, auto-embed progress."""
+    """Recent jobs, newest first; or one job: its state, rows processed, result or error,
+    auto-embed progress."""
+    if job_id is None:
+        listed = _gateway(url, lambda gw: gw.jobs(limit))
+        if json_out:
+            emit_json({"jobs": listed})
+            return
+        table = _table(
+            "job", "state", "dataset", "rows", "updated", numeric=(False, False, False, True, False)
+        )
+        for j in listed:
+            result = j.get("result") or {}
+            table.add_row(
+                *_cells(
+                    [
+                        j.get("job_id"),
+                        j.get("state"),
+                        result.get("name"),
+                        j.get("progress_rows"),
+                        _when(j.get("updated_at")),
+                    ]
+                )
+            )
+        _console().print(table)
+        return
     job = _gateway(url, lambda gw: gw.job(job_id))
     if json_out:
         emit_json(job)
