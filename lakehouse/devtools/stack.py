@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,15 +262,21 @@ class Stack:
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.root.glob("*.log")))
 
-    def stop(self, timeout: float = 60) -> None:
-        """SIGTERM to every process at once, then wait for each (SIGKILL after ``timeout``);
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to every process at once, then wait for each (SIGKILL after ``timeout``,
+        with a warning carrying the end of its log: a graceful stop takes about a second);
         then the nats-server. Safe to call twice."""
-        procs = [p for group in self.procs.values() for p in group]
-        for p in procs:
+        procs = [(name, p) for name, group in self.procs.items() for p in group]
+        for _, p in procs:
             p.terminate()
         deadline = time.monotonic() + timeout
-        for p in procs:
-            p.stop(max(0.1, deadline - time.monotonic()))
+        for name, p in procs:
+            rc = p.stop(max(0.1, deadline - time.monotonic()))
+            if rc == -signal.SIGKILL:
+                tail = "\n".join(p.output().splitlines()[-15:])
+                warnings.warn(
+                    f"{name} did not stop on SIGTERM in {timeout:g} s:\n{tail}", stacklevel=2
+                )
         self.procs.clear()
         if self.nats is not None:
             self.nats.stop()
