@@ -9,7 +9,6 @@ loser re-reads and re-decides). Manifests are mirrored as Parquet under ``_catal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -18,7 +17,7 @@ from nats.aio.msg import Msg
 from lakehouse.platform import faults
 from lakehouse.platform.errors import Conflict, NotFound, Unavailable
 from lakehouse.platform.rpc import parse
-from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.platform.runtime import Serve, Worker, stop_task
 from lakehouse.tables import catalog, gc
 from schemas import subjects as S
 from schemas.catalog import (
@@ -59,9 +58,7 @@ class CatalogWorker(Worker):
 
     async def teardown(self) -> None:
         if self._gc:
-            self._gc.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc
+            await stop_task(self._gc)
 
     async def register(self, msg: Msg) -> bytes:
         req = parse(RegisterRequest, msg.data)  # the model checks the name (400)

@@ -33,7 +33,7 @@ from lakehouse.platform import faults
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.leases import Leases
 from lakehouse.platform.rpc import parse
-from lakehouse.platform.runtime import Serve, Worker
+from lakehouse.platform.runtime import Serve, Worker, stop_task
 from lakehouse.platform.storage import keys
 from lakehouse.vectors.batches import decode
 from lakehouse.vectors.idsets import Groups
@@ -65,6 +65,7 @@ class Owned:
     spec: IndexSpec
     part: Partition
     follower: asyncio.Task[None] | None = None
+    stopped: bool = False  # ends the follower's retry loop (see stop_task)
     last_snapshot: float = field(default_factory=time.monotonic)
     bad_batches: int = 0
 
@@ -83,6 +84,7 @@ class VectorWorker(Worker):
         self.leases = Leases(self.rt.js, self.rt.instance, vs.lease_ttl)
         await self.leases.open()
         self.wake = asyncio.Event()
+        self.closing = False
         self.pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="search")
         # Filtered searches score their partitions' matches here (never waits on anything, so
         # a search on ``pool`` may wait on it).
@@ -98,11 +100,18 @@ class VectorWorker(Worker):
 
     async def teardown(self) -> None:
         await self.index_sub.unsubscribe()
-        self.balancer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.balancer
-        for key in list(self.owned):
-            await self.stop_partition(key, snapshot=True)
+        self.closing = True  # the balancer's loop ends at its next turn, or by stop_task
+        self.wake.set()
+        await stop_task(self.balancer)
+        # All partitions at once: each one's consumer delete and lease release is a JetStream
+        # API round trip, slow when the server is busy (seconds each over hundreds).
+        slots = asyncio.Semaphore(8)
+
+        async def stop(key: str) -> None:
+            async with slots:
+                await self.stop_partition(key, snapshot=True)
+
+        await asyncio.gather(*(stop(key) for key in list(self.owned)))
         await self.leases.leave()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.bound_pool.shutdown(wait=False, cancel_futures=True)
@@ -111,7 +120,7 @@ class VectorWorker(Worker):
     # ---- ownership ---------------------------------------------------------------------
     async def balance_loop(self) -> None:
         every = self.rt.settings.vectors.lease_ttl / 3
-        while True:
+        while not self.closing:
             try:
                 await self.balance()
             except Exception as exc:
@@ -182,10 +191,9 @@ class VectorWorker(Worker):
         owned = self.owned.pop(key, None)
         if owned is None:
             return
+        owned.stopped = True
         if owned.follower is not None:
-            owned.follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await owned.follower
+            await stop_task(owned.follower)
         if snapshot and owned.part.changes:
             await self.snapshot(owned)
         if release:
@@ -201,7 +209,7 @@ class VectorWorker(Worker):
         """
         subject = S.vectors(owned.spec.name, owned.part.number)
         vs = self.rt.settings.vectors
-        while True:
+        while not owned.stopped:
             name = f"vec_{owned.spec.name}_{owned.part.number}_{uuid.uuid4().hex[:12]}"
             sub = None
             try:
@@ -216,7 +224,7 @@ class VectorWorker(Worker):
                 )
                 await self.rt.js.add_consumer(S.STREAM_VECTORS, cfg)
                 sub = await self.rt.js.pull_subscribe_bind(name=name, stream=S.STREAM_VECTORS)
-                while True:
+                while not owned.stopped:
                     try:
                         msgs = await sub.fetch(vs.fetch_batch, timeout=vs.fetch_wait)
                     except NatsTimeout:
@@ -225,8 +233,9 @@ class VectorWorker(Worker):
                     for msg in msgs:
                         await self.on_batch(owned, msg)
             except asyncio.CancelledError:
+                # A courtesy: the server drops it anyway once inactive (inactive_threshold).
                 with contextlib.suppress(Exception):
-                    await self.rt.js.delete_consumer(S.STREAM_VECTORS, name)
+                    await asyncio.wait_for(self.rt.js.delete_consumer(S.STREAM_VECTORS, name), 2)
                 raise
             except Exception as exc:
                 log.warning(

@@ -52,6 +52,7 @@ class Proc:
         self.argv = argv
         self.log = log
         self.terminated = False
+        self.forced = False  # SIGKILLed by stop() after ignoring SIGTERM
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
             self.popen = subprocess.Popen(
@@ -97,6 +98,7 @@ class Proc:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.forced = True
             self.popen.kill()
             return self.popen.wait()
 
@@ -271,8 +273,8 @@ class Stack:
             p.terminate()
         deadline = time.monotonic() + timeout
         for name, p in procs:
-            rc = p.stop(max(0.1, deadline - time.monotonic()))
-            if rc == -signal.SIGKILL:
+            p.stop(max(0.1, deadline - time.monotonic()))
+            if p.forced:
                 tail = "\n".join(p.output().splitlines()[-15:])
                 warnings.warn(
                     f"{name} did not stop on SIGTERM in {timeout:g} s:\n{tail}", stacklevel=2

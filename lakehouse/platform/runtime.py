@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import nats.errors
 import uvloop
@@ -413,6 +413,17 @@ class Runtime:
         )
         if msg.reply:
             await _quietly(msg.respond(reply.model_dump_json().encode()))
+
+
+async def stop_task(task: asyncio.Task[Any], every: float = 1.0) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again every ``every`` seconds: on
+    Python 3.11 ``asyncio.wait_for`` (nats-py uses it for every request) can swallow a
+    cancel when its inner future finishes at the same moment, and a loop that retries on the
+    library's TimeoutError would then run on. Loops stopped this way should also check a
+    flag."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
 
 
 def _describe(exc: BaseException) -> str:
