@@ -80,7 +80,7 @@ class QueryWorker(Worker):
         )
 
     async def teardown(self) -> None:
-        for task in self.warming:
+        for task in list(self.warming):
             task.cancel()
         await self.sub.unsubscribe()
         self.db.close()
@@ -98,8 +98,9 @@ class QueryWorker(Worker):
             if event.type == "registered" and event.manifest is not None:
                 await self.create_view(event.manifest)
                 for key in stale:  # in use: load the new rows now, not on the next search
-                    self.warming.add(asyncio.create_task(self.warm_rows(*key)))
-                    self.warming = {t for t in self.warming if not t.done()}
+                    task = asyncio.create_task(self.warm_rows(*key))
+                    self.warming.add(task)
+                    task.add_done_callback(self.warming.discard)
             else:
                 self.db.execute(f"DROP VIEW IF EXISTS {ident(event.name)}")
             log.info("view updated", extra={"dataset": event.name, "event": event.type, "seq": seq})

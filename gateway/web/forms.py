@@ -162,9 +162,3 @@ def segments(text: str, marks: list[list[int]]) -> list[tuple[str, bool]]:
     if at < len(text):
         out.append((text[at:], False))
     return out
-
-
-def score(distance: float, metric: str) -> str:
-    if metric == "cosine":
-        return f"{max(0.0, 1.0 - distance) * 100:.0f}% match"
-    return f"distance {distance:.3g}"

@@ -27,6 +27,8 @@ from gateway.routes.sql import run_sql
 from gateway.routes.vectors import index_stats
 from gateway.web import forms
 from lakehouse import __version__
+from lakehouse.client import render
+from lakehouse.client.http import finished
 from lakehouse.platform.bus import STREAMS
 from lakehouse.platform.errors import LakehouseError
 from lakehouse.tables.views import DUCK_TYPES, ident
@@ -41,6 +43,7 @@ HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["version"] = __version__
+templates.env.filters["when"] = render.when
 router = APIRouter(include_in_schema=False)
 
 PAGE = 10
@@ -187,7 +190,7 @@ async def hits(
         if h.get("row") is None:
             continue  # indexed, but its row is gone (the dataset changed since)
         c = forms.card(h["id"], h["row"], names)
-        c.score = forms.score(h["distance"], spec.metric)
+        c.score = render.match(h, spec.metric)
         if h.get("snippet"):
             c.snippet = forms.segments(h["snippet"]["text"], h["snippet"]["marks"])
             c.snippet_column = h["snippet"]["column"]
@@ -246,10 +249,7 @@ async def job(request: Request, job_id: str, st: State = Depends(state)) -> HTML
         return page(request, "_job.html", {"job_id": job_id, "error": failure(exc)})
     embed = status.get("embed")
     result = status.get("result") or {}
-    done = status["state"] == "failed" or (
-        status["state"] == "succeeded"
-        and (not result.get("embed_index") or (embed and embed["batches_done"] >= embed["batches"]))
-    )
+    done = finished(status)
     ctx = {"job_id": job_id, "s": status, "embed": embed, "result": result, "done": done}
     if done and status["state"] == "succeeded" and result.get("embed_index"):
         ctx["search_url"] = "/?" + urlencode({"index": result["embed_index"]})

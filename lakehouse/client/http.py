@@ -84,8 +84,8 @@ class Client:
         return out
 
     async def datasets(self) -> list[dict[str, Any]]:
-        out = await self.json("GET", "/v1/catalog")
-        return list(out.get("datasets", out) if isinstance(out, dict) else out)
+        out = await self.json("GET", "/v1/catalog")  # {"datasets"}
+        return list(out["datasets"])
 
     async def dataset(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = await self.json("GET", f"/v1/catalog/{name}")
@@ -93,7 +93,7 @@ class Client:
 
     async def history(self, name: str) -> list[dict[str, Any]]:
         out = await self.json("GET", f"/v1/catalog/{name}/history")  # {"name", "events"}
-        return list(out.get("events", out) if isinstance(out, dict) else out)
+        return list(out["events"])
 
     async def sql(self, sql: str, *, max_rows: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"sql": sql}
@@ -112,8 +112,8 @@ class Client:
         return r.content
 
     async def indexes(self) -> list[dict[str, Any]]:
-        out = await self.json("GET", "/v1/vectors/indexes")
-        return list(out.get("indexes", out) if isinstance(out, dict) else out)
+        out = await self.json("GET", "/v1/vectors/indexes")  # {"indexes"}
+        return list(out["indexes"])
 
     async def search(
         self,
@@ -185,6 +185,18 @@ class Client:
             headers={"content-type": "text/csv", "content-length": str(path.stat().st_size)},  # noqa: ASYNC240
         )
         return out
+
+
+def finished(job: dict[str, Any]) -> bool:
+    """Whether a job (``GET /v1/jobs/{id}``) is over: failed, or succeeded with every
+    auto-embed batch done (its rows are then searchable)."""
+    state = job.get("state")
+    if state != "succeeded":
+        return state == "failed"
+    if not (job.get("result") or {}).get("embed_index"):
+        return True
+    embed = job.get("embed") or {}
+    return bool(embed) and embed["batches_done"] >= embed["batches"]
 
 
 def error_of(r: httpx.Response) -> GatewayError:

@@ -27,7 +27,11 @@ from pydantic import BaseModel, Field
 
 from lakehouse import __version__
 from lakehouse.client.http import Client, GatewayError
+from lakehouse.client.render import SIMILARITY_METRICS, score
+from schemas.catalog import ColumnSpec
+from schemas.query import SqlResult
 from schemas.subjects import Name
+from schemas.vectors import Snippet
 
 ClientFactory = Callable[[], Client]
 ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])
@@ -44,15 +48,6 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_worl
 
 
 # ---- what the tools answer ------------------------------------------------------------
-class Snippet(BaseModel):
-    column: str = Field(description="The long-text column the snippet comes from.")
-    text: str = Field(description="About 240 characters of it around the query's words.")
-    marks: list[list[int]] = Field(
-        default_factory=list,
-        description="[start, end) character offsets in `text` of the query's words.",
-    )
-
-
 class SearchHit(BaseModel):
     id: str = Field(description="Item id (the value of the index's id column).")
     distance: float = Field(description="Distance to the query (smaller is closer).")
@@ -77,30 +72,12 @@ class SearchResult(BaseModel):
     partial: bool = Field(description="True when some partition did not answer in time.")
 
 
-class Column(BaseModel):
-    name: str
-    type: str = Field(description="DuckDB type of the result column.")
-
-
-class SqlResult(BaseModel):
-    columns: list[Column] = Field(description="Result columns, in order.")
-    rows: list[list[Any]] = Field(description="Rows, each a list of values in column order.")
-    row_count: int = Field(description="Rows returned.")
-    truncated: bool = Field(description="True when the gateway's row cap cut the result.")
-
-
-class DatasetColumn(BaseModel):
-    name: str
-    type: str = Field(description="int64, float64, bool or string.")
-    nullable: bool
-
-
 class Dataset(BaseModel):
     name: str = Field(description="Dataset name; also its table name in SQL.")
     row_count: int
     revision: int = Field(description="+1 on every change.")
     updated_at: str | None = Field(None, description="Last change (UTC, ISO 8601).")
-    columns: list[DatasetColumn] = Field(description="In header order.")
+    columns: list[ColumnSpec] = Field(description="In header order.")
 
 
 class Datasets(BaseModel):
@@ -182,12 +159,13 @@ def build_server(client_factory: ClientFactory, *, name: str = NAME) -> MCPServe
         async with gateway() as gw:
             spec = choose_index(await gw.indexes(), index)
             body = await gw.search(spec["name"], text=text, k=k, filter=filters or None)
-        scored = spec.get("metric", "cosine") in ("cosine", "ip")
+        metric = spec.get("metric", "cosine")
+        scored = metric in SIMILARITY_METRICS
         hits = [
             SearchHit(
                 id=str(h["id"]),
                 distance=h["distance"],
-                score=round(1.0 - h["distance"], 6) if scored else None,
+                score=round(score(h, metric), 6) if scored else None,
                 row=h.get("row"),
                 snippet=h.get("snippet"),
                 terms=h.get("terms"),
@@ -274,5 +252,5 @@ def summary(manifest: dict[str, Any]) -> Dataset:
         row_count=manifest.get("row_count", 0),
         revision=manifest.get("revision", 0),
         updated_at=manifest.get("updated_at"),
-        columns=[DatasetColumn.model_validate(c) for c in manifest.get("columns", [])],
+        columns=[ColumnSpec.model_validate(c) for c in manifest.get("columns", [])],
     )

@@ -60,6 +60,12 @@ def cell(value: Any, width: int | None = WIDTH) -> str:
     return truncate(" ".join(text.split()), width)
 
 
+def when(value: Any) -> str:
+    """An ISO timestamp from the gateway as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 else text
+
+
 def csv_value(value: Any) -> str:
     """A value for a CSV field, in full: null is empty, lists and objects are JSON."""
     if value is None:
@@ -123,6 +129,13 @@ def score(hit: Mapping[str, Any], metric: str | None) -> float:
     distance itself (see :func:`score_label`)."""
     distance = float(hit.get("distance", 0.0))
     return 1.0 - distance if metric in SIMILARITY_METRICS else distance
+
+
+def match(hit: Mapping[str, Any], metric: str | None) -> str:
+    """A hit's closeness for a reader: a percentage on cosine indexes, else the distance."""
+    if metric == "cosine":
+        return f"{max(0.0, score(hit, metric)) * 100:.0f}% match"
+    return f"distance {float(hit.get('distance', 0.0)):.3g}"
 
 
 def score_label(metric: str | None) -> str:

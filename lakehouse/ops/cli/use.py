@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from lakehouse.client.render import when
 from lakehouse.ops.cli.options import JsonOpt, UrlOpt, emit_json, fail, one_line, progress
 
 if TYPE_CHECKING:
@@ -95,12 +96,6 @@ def _cells(values: list[Any], width: int | None = None) -> list[Text]:
     return [Text(cell(v, width or WIDTH)) for v in values]
 
 
-def _when(value: Any) -> str:
-    """An ISO timestamp from the gateway as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
-    text = str(value or "")
-    return text[:19].replace("T", " ") if len(text) >= 19 else text
-
-
 def _job_error(job: Mapping[str, Any]) -> GatewayError:
     from lakehouse.client.http import GatewayError
 
@@ -114,6 +109,8 @@ def _job_error(job: Mapping[str, Any]) -> GatewayError:
 async def _follow(gw: Client, job_id: str, wait: float) -> tuple[dict[str, Any], bool]:
     """Poll the job until it failed, or succeeded and (with auto-embed) every embed batch is
     done; progress bars on stderr. The last view and whether it got there in ``wait`` s."""
+    from lakehouse.client.http import finished
+
     deadline = time.monotonic() + wait
     with progress("converting", None) as bar:
         while True:
@@ -130,7 +127,7 @@ async def _follow(gw: Client, job_id: str, wait: float) -> tuple[dict[str, Any],
     with progress(f"embedding into {embed['index']}", int(embed["batches"])) as bar:
         while True:
             bar(int(embed["batches_done"]), "batches")
-            if embed["batches_done"] >= embed["batches"]:
+            if finished(job):
                 return job, True
             if time.monotonic() >= deadline:
                 return job, False
@@ -430,7 +427,7 @@ def datasets(
         for m in found:
             table.add_row(
                 *_cells([m.get("name"), m.get("row_count"), m.get("revision")]),
-                *_cells([len(m.get("columns") or []), _when(m.get("updated_at"))]),
+                *_cells([len(m.get("columns") or []), when(m.get("updated_at"))]),
             )
         _console().print(table)
         return
@@ -446,7 +443,7 @@ def datasets(
     typer.echo(
         f"{manifest['name']}: {manifest.get('row_count')} rows, revision "
         f"{manifest.get('revision')}, {len(manifest.get('objects') or [])} object(s), "
-        f"updated {_when(manifest.get('updated_at'))}"
+        f"updated {when(manifest.get('updated_at'))}"
     )
     columns = _table("column", "type", "nullable")
     for c in manifest.get("columns") or []:
@@ -455,7 +452,7 @@ def datasets(
     history = _table("revision", "event", "at", "rows", numeric=(True, False, False, True))
     for e in events:
         rows = (e.get("manifest") or {}).get("row_count")
-        history.add_row(*_cells([e.get("revision"), e.get("type"), _when(e.get("at")), rows]))
+        history.add_row(*_cells([e.get("revision"), e.get("type"), when(e.get("at")), rows]))
     console.print(history)
 
 
@@ -487,7 +484,7 @@ def jobs(
                         j.get("state"),
                         result.get("name"),
                         j.get("progress_rows"),
-                        _when(j.get("updated_at")),
+                        when(j.get("updated_at")),
                     ]
                 )
             )
@@ -498,7 +495,7 @@ def jobs(
         emit_json(job)
         return
     typer.echo(f"job {job.get('job_id')} ({job.get('kind', 'ingest')}): {job.get('state')}")
-    typer.echo(f"updated: {_when(job.get('updated_at'))}")
+    typer.echo(f"updated: {when(job.get('updated_at'))}")
     typer.echo(f"rows processed: {job.get('progress_rows', 0)}")
     if result := job.get("result"):
         typer.echo(
