@@ -15,7 +15,14 @@ from schemas.subjects import Name
 DATASET_NAMESPACE = uuid.UUID("a8f3c1d2-4e5b-5a6c-9d8e-7f0a1b2c3d4e")
 
 ColumnType = Literal["int64", "float64", "bool", "string"]
-Mode = Literal["replace", "append"]
+Mode = Literal["replace", "append", "upsert"]
+"""How an ingest changes a dataset: replace its rows, append to them, or upsert by a key."""
+Change = Literal["replace", "append", "upsert", "compact"]
+"""What a registration did (``compact``: the same rows rewritten into fewer objects)."""
+SchemaRule = Literal["strict", "evolve", "any"]
+"""How an ingest may change a dataset's columns: ``strict`` (the same names and types),
+``evolve`` (add columns, widen int64 -> float64 -> string and bool -> string) or ``any``
+(evolve, and drop the columns an upload lacks: a rename is a drop plus an add)."""
 INT64_MAX = 2**63 - 1  # sizes and row counts are int64 in Parquet and DuckDB
 
 
@@ -40,6 +47,15 @@ class ObjectRef(BaseModel):
     )
     size: Int = Field(ge=0, le=INT64_MAX, description="Bytes.", examples=[74_000_000])
     rows: Int = Field(ge=0, le=INT64_MAX, description="Rows in the object.", examples=[500_000])
+    revision: Int = Field(
+        0,
+        ge=0,
+        description="Revision that added it (set by the catalog). A delete set applies to the "
+        "data objects of lower revisions.",
+    )
+    fingerprint: str | None = Field(
+        None, description="Schema it was written with, when not the manifest's (evolution)."
+    )
 
 
 class Manifest(BaseModel):
@@ -57,6 +73,33 @@ class Manifest(BaseModel):
     last_request: str | None = Field(
         None, description="Id of the request that made this revision (idempotency)."
     )
+    key: str | None = Field(
+        None, description="Key column of the last upsert (rows are unique by it).", examples=["id"]
+    )
+    deletes: list[ObjectRef] = Field(
+        default_factory=list,
+        description="Delete sets: Parquet objects of one string column `key`; a row of a data "
+        "object is gone when its key is in a delete set of a higher revision. `lakehouse "
+        "compact` rewrites the rows without them.",
+    )
+
+
+class SchemaChange(BaseModel):
+    added: list[str] = Field(default_factory=list, description="New columns (null in older rows).")
+    widened: dict[str, str] = Field(
+        default_factory=dict, description="Column -> its new type.", examples=[{"rate": "float64"}]
+    )
+    dropped: list[str] = Field(default_factory=list, description="Columns removed (schema=any).")
+
+
+class ChangeSummary(BaseModel):
+    """What one revision did to a dataset's rows and columns."""
+
+    mode: Change = Field(description="replace, append, upsert or compact.")
+    inserted: Int = Field(0, ge=0, description="Rows added.")
+    updated: Int = Field(0, ge=0, description="Rows replaced by a new version (upsert).")
+    deleted: Int = Field(0, ge=0, description="Rows removed.")
+    schema_change: SchemaChange | None = Field(None, description="Set when the columns changed.")
 
 
 class RegisterRequest(Message):
@@ -70,7 +113,25 @@ class RegisterRequest(Message):
     schema_fingerprint: str = Field(description="Fingerprint of the columns.")
     columns: list[ColumnSpec] = Field(min_length=1, description="Columns in header order.")
     objects: list[ObjectRef] = Field(description="Objects to register.")
-    mode: Mode = Field("replace", description="replace: objects replaced; append: added.")
+    mode: Change = Field(
+        "replace",
+        description="replace: objects replaced; append: added; upsert: objects and `deletes` "
+        "added on top of `base_revision`; compact: the same rows in new objects.",
+    )
+    schema_rule: SchemaRule = Field(
+        "strict", description="strict, evolve or any: how `columns` may differ from the dataset's."
+    )
+    key: str | None = Field(None, description="upsert: the key column.")
+    deletes: list[ObjectRef] = Field(default_factory=list, description="upsert: delete sets.")
+    base_revision: Int | None = Field(
+        None,
+        ge=0,
+        description="upsert/compact: the revision the change was computed from (0: none); the "
+        "register is a 409 `dataset changed` when the dataset is no longer at it.",
+    )
+    change: ChangeSummary | None = Field(
+        None, description="upsert/compact: rows inserted/updated/deleted, as computed."
+    )
 
 
 class CatalogEvent(Message):
@@ -83,6 +144,9 @@ class CatalogEvent(Message):
     manifest: Manifest | None = Field(None, description="The new manifest (registered only).")
     replaced_objects: list[ObjectRef] = Field(
         default_factory=list, description="Objects no longer referenced after this change."
+    )
+    change: ChangeSummary | None = Field(
+        None, description="Rows inserted/updated/deleted and schema change (registered only)."
     )
 
 
@@ -131,6 +195,13 @@ class DeleteReply(BaseModel):
         description="Stream sequence of the tombstone event (read-your-writes token).",
         examples=[43],
     )
+
+
+class CompactRequest(Message):
+    """``lakehouse.catalog.compact``: rewrite a dataset's rows into one object per ~122,880
+    rows without its delete sets (the rows do not change; a new revision records it)."""
+
+    name: Name = Field(description="Dataset name.", examples=["workers"])
 
 
 class ListRequest(Message):

@@ -6,9 +6,16 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from schemas.catalog import Mode
+from schemas.catalog import Mode, SchemaChange, SchemaRule
 from schemas.messages import Message
 from schemas.subjects import Name
 
@@ -44,11 +51,48 @@ class IngestRequest(Message):
     source_key: str = Field(
         description="Storage key of the uploaded CSV.", examples=["staging/5b1e0c8a.csv"]
     )
-    mode: Mode = Field("replace", description="replace (default) or append (same schema).")
+    mode: Mode = Field("replace", description="replace (default), append, or upsert (by `key`).")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        description="upsert: the key column. Rows whose key exists replace the current row; "
+        "new keys are added. Keys must be unique and non-empty in the upload.",
+        examples=["worker_id"],
+    )
+    delete_missing: bool = Field(
+        False, description="upsert: also delete the rows whose key is absent from the upload."
+    )
+    schema_rule: SchemaRule = Field(
+        "strict",
+        description="strict (the dataset's columns), evolve (add columns, widen types) or any "
+        "(evolve and drop the columns the upload lacks).",
+    )
     delete_source: bool = Field(
         False, description="Delete the CSV once the job ends (the gateway's staged uploads)."
     )
-    embed: AutoEmbed | None = Field(None, description="Also embed every row into an index.")
+    embed: AutoEmbed | None = Field(
+        None,
+        description="Also embed the rows into an index (an upsert embeds only new rows and "
+        "rows whose text changed, and deletes removed keys from the index).",
+    )
+
+    @model_validator(mode="after")
+    def _upsert_fields(self) -> IngestRequest:
+        if self.mode == "upsert" and self.key is None:
+            raise ValueError("mode=upsert needs a key column (key)")
+        if self.mode != "upsert" and (self.key is not None or self.delete_missing):
+            raise ValueError("key and delete_missing apply to mode=upsert only")
+        return self
+
+
+class EmbedCounts(BaseModel):
+    """What auto-embed did for an ingest."""
+
+    texts_embedded: int = Field(description="Rows sent to the model (new or text changed).")
+    unchanged_skipped: int = Field(
+        description="Rows of the upload not embedded again: their text is unchanged."
+    )
+    deleted: int = Field(description="Keys deleted from the index (rows removed).")
 
 
 class IngestResult(BaseModel):
@@ -61,7 +105,11 @@ class IngestResult(BaseModel):
     existing: bool = Field(description="True when the dataset already existed.")
     fingerprint: str = Field(description="Schema fingerprint.")
     key: str = Field(description="Storage key of the Parquet object written.")
-    mode: Mode = Field(description="replace or append.")
+    mode: Mode = Field(description="replace, append or upsert.")
+    inserted: int = Field(0, description="Rows added to the dataset.")
+    updated: int = Field(0, description="Rows replaced (upsert).")
+    deleted: int = Field(0, description="Rows removed (replace: the old rows; upsert).")
+    schema_change: SchemaChange | None = Field(None, description="Columns added/widened/dropped.")
     revision: int = Field(description="Catalog revision after this ingest.", examples=[1])
     dataset_rows: int = Field(description="Rows in the whole dataset after this ingest.")
     widened: list[str] = Field(
@@ -70,6 +118,7 @@ class IngestResult(BaseModel):
     catalog_seq: int = Field(description="Catalog event sequence (read-your-writes token).")
     embed_index: str | None = Field(None, description="Index the rows are being embedded into.")
     embed_batches: int = Field(0, description="Embed requests published (progress: GET job).")
+    embed: EmbedCounts | None = Field(None, description="Auto-embed counts.")
 
 
 class JobError(BaseModel):

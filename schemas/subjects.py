@@ -34,6 +34,8 @@ CATALOG_GET = f"{PREFIX}.catalog.get"
 CATALOG_LIST = f"{PREFIX}.catalog.list"
 CATALOG_HISTORY = f"{PREFIX}.catalog.history"
 CATALOG_DELETE = f"{PREFIX}.catalog.delete"
+# Request/reply: gateway, operators -> catalog worker (rewrites a dataset's objects).
+CATALOG_COMPACT = f"{PREFIX}.catalog.compact"
 # JetStream, full history: catalog worker -> query workers, anyone.
 CATALOG_EVENTS_PREFIX = f"{PREFIX}.catalog.events"
 # Request/reply: gateway -> query workers.

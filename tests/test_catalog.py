@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow
 CSV = b"id,name\n1,Alice\n2,Bob\n"
 
 
-def register_body(name: str, fp: str, request_id: str) -> bytes:
+def register_body(name: str, fp: str, request_id: str, type_: str = "int64") -> bytes:
     return json.dumps(
         {
             "request_id": request_id,
             "name": name,
             "schema_fingerprint": fp,
-            "columns": [{"name": "id", "type": "int64", "nullable": False}],
+            "columns": [{"name": "id", "type": type_, "nullable": False}],
             "objects": [],
         }
     ).encode()
@@ -55,7 +55,7 @@ async def test_racing_catalog_replicas_serialize_registers(stack: Stack) -> None
     nc2 = await nats.connect(stack.nats.url)
     a, b = await asyncio.gather(
         nc.request(S.CATALOG_REGISTER, register_body("duel", "fp-x", "x1"), timeout=10),
-        nc2.request(S.CATALOG_REGISTER, register_body("duel", "fp-y", "y1"), timeout=10),
+        nc2.request(S.CATALOG_REGISTER, register_body("duel", "fp-y", "y1", "bool"), timeout=10),
     )
     statuses = sorted((m.headers or {}).get("Lakehouse-Status", "200") for m in (a, b))
     assert statuses == ["200", "409"]

@@ -34,7 +34,7 @@ def register(name: str, request_id: str, fp: str = "fp1", rows: int = 2) -> Regi
         request_id=request_id,
         name=name,
         schema_fingerprint=fp,
-        columns=[ColumnSpec(name="id", type="int64", nullable=False)],
+        columns=[ColumnSpec(name="id", type="int64" if fp == "fp1" else "string", nullable=False)],
         objects=[ObjectRef(key=f"datasets/{name}/{fp}/{request_id}.parquet", size=1, rows=rows)],
     )
 

@@ -1,16 +1,21 @@
 """Catalog worker: registers datasets and publishes every change as an event.
 
-Stateless: each request reads the dataset's last event from the stream and appends the next
+Each request reads the dataset's last event from the stream and appends the next
 one with an expected-last-subject-sequence check, so racing replicas cannot both win (the
 loser re-reads and re-decides). Manifests are mirrored as Parquet under ``_catalog/`` for
-``lakehouse catalog restore``; a periodic sweep deletes orphaned data objects.
+``lakehouse catalog restore``; a periodic sweep deletes orphaned data objects. Compaction
+(``lakehouse.catalog.compact``, and on its own once a dataset's delete sets pass
+``catalog.compact_deleted_ratio`` of its rows or it has more than ``compact_max_objects``
+objects, also checked at start) rewrites a dataset's rows into one new object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 from nats.aio.msg import Msg
 
@@ -18,16 +23,21 @@ from lakehouse.platform import faults
 from lakehouse.platform.errors import Conflict, NotFound, Unavailable
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker, stop_task
-from lakehouse.tables import catalog, gc
+from lakehouse.tables import catalog, gc, merge
+from lakehouse.tables.evolve import SchemaConflict, evolve, fingerprint_of
+from lakehouse.tables.views import local_view_sql
 from schemas import subjects as S
 from schemas.catalog import (
     CatalogEvent,
+    ChangeSummary,
+    CompactRequest,
     DatasetList,
     DeleteReply,
     History,
     HistoryEntry,
     Manifest,
     NameRequest,
+    ObjectRef,
     RegisterReply,
     RegisterRequest,
     dataset_id,
@@ -48,20 +58,32 @@ class CatalogWorker(Worker):
             Serve(S.CATALOG_LIST, self.list),
             Serve(S.CATALOG_HISTORY, self.history),
             Serve(S.CATALOG_DELETE, self.delete),
+            Serve(S.CATALOG_COMPACT, self.compact_request),
         ]
 
     async def setup(self) -> None:
+        self.compacting: dict[str, asyncio.Task[None]] = {}
         await self.reconcile_mirror()
         self._gc: asyncio.Task[None] | None = None
         if self.rt.settings.catalog.gc_interval > 0:
             self._gc = asyncio.create_task(self.gc_loop())
+        for entry in (await catalog.current(self.rt.js)).values():
+            m = entry.event.manifest
+            if entry.event.type == "registered" and m is not None and self.needs_compaction(m):
+                self.compact_later(m.name)  # e.g. a compaction cut short by a crash
 
     async def teardown(self) -> None:
         if self._gc:
             await stop_task(self._gc)
+        for task in list(self.compacting.values()):
+            await stop_task(task)
 
     async def register(self, msg: Msg) -> bytes:
         req = parse(RegisterRequest, msg.data)  # the model checks the name (400)
+        return (await self.commit(req)).model_dump_json().encode()
+
+    async def commit(self, req: RegisterRequest) -> RegisterReply:
+        """Append the registration's event (idempotent by request id), mirror the manifest."""
         for _ in range(MAX_ATTEMPTS):
             entry = await catalog.last_event(self.rt.js, req.name)
             cur = entry.event.manifest if entry and entry.event.type == "registered" else None
@@ -69,18 +91,7 @@ class CatalogWorker(Worker):
                 # A repeat (redelivered ingest): answer as the first time, change nothing.
                 assert entry is not None
                 existing = cur.created_at != cur.updated_at
-                return (
-                    RegisterReply(manifest=cur, existing=existing, catalog_seq=entry.seq)
-                    .model_dump_json()
-                    .encode()
-                )
-            if cur is not None and cur.schema_fingerprint != req.schema_fingerprint:
-                raise Conflict(
-                    f"dataset {req.name!r} is registered with schema fingerprint "
-                    f"{cur.schema_fingerprint}; this data has {req.schema_fingerprint}. "
-                    "Ingest under another name, or delete the dataset first.",
-                    error="schema fingerprint conflict",
-                )
+                return RegisterReply(manifest=cur, existing=existing, catalog_seq=entry.seq)
             event = self.next_registration(req, cur, entry.event.revision if entry else 0)
             faults.point(self.rt.settings, "catalog.before_publish")
             try:
@@ -90,41 +101,99 @@ class CatalogWorker(Worker):
             faults.point(self.rt.settings, "catalog.after_publish")
             assert event.manifest is not None
             await self.mirror(event.manifest)
-            reply = RegisterReply(
-                manifest=event.manifest, existing=cur is not None, catalog_seq=seq
-            )
-            return reply.model_dump_json().encode()
+            if self.needs_compaction(event.manifest):
+                self.compact_later(req.name)
+            return RegisterReply(manifest=event.manifest, existing=cur is not None, catalog_seq=seq)
         raise Unavailable(f"dataset {req.name!r} is changing too fast; retry")
 
     @staticmethod
     def next_registration(
         req: RegisterRequest, cur: Manifest | None, last_revision: int
     ) -> CatalogEvent:
+        """The event ``req`` makes on top of ``cur`` (Conflict when it may not)."""
         now = datetime.now(UTC)
-        keys = {o.key for o in req.objects}
-        if req.mode == "append" and cur is not None:
-            have = {c.key for c in cur.objects}
-            objects = [*cur.objects, *(o for o in req.objects if o.key not in have)]
-            nullable = {c.name: c.nullable for c in cur.columns}
-            columns = [
-                c.model_copy(update={"nullable": c.nullable or nullable.get(c.name, False)})
-                for c in req.columns
-            ]
-            replaced = []
+        revision = last_revision + 1
+        base = cur.revision if cur is not None else 0
+        if req.mode in ("upsert", "compact") and req.base_revision not in (None, base):
+            raise Conflict(
+                f"dataset {req.name!r} changed since revision {req.base_revision} (now {base}); "
+                "compute the change again",
+                error="dataset changed",
+            )
+        stamp = {"revision": revision}
+        new = [
+            o.model_copy(update={**stamp, "fingerprint": o.fingerprint or req.schema_fingerprint})
+            for o in req.objects
+        ]
+        new_rows = sum(o.rows for o in new)
+        if cur is None:
+            columns, change = list(req.columns), None
+        elif req.mode == "compact":
+            columns, change = list(cur.columns), None
         else:
-            objects, columns = list(req.objects), list(req.columns)
-            replaced = [o for o in (cur.objects if cur else []) if o.key not in keys]
+            try:
+                columns, change = evolve(
+                    cur.columns, req.columns, req.schema_rule, keep_rows=req.mode != "replace"
+                )
+            except SchemaConflict as exc:
+                raise Conflict(
+                    f"dataset {req.name!r} is registered with schema fingerprint "
+                    f"{cur.schema_fingerprint}; this data has {req.schema_fingerprint}: {exc}",
+                    error="schema fingerprint conflict",
+                ) from None
+        old = (
+            [
+                o if o.fingerprint else o.model_copy(update={"fingerprint": cur.schema_fingerprint})
+                for o in cur.objects
+            ]
+            if cur
+            else []
+        )
+        old_deletes = list(cur.deletes) if cur else []
+        rows_before = cur.row_count if cur else 0
+        summary = req.change or ChangeSummary(mode=req.mode)
+        if cur is not None and req.mode in ("append", "upsert"):
+            have = {o.key for o in old}
+            objects = [*old, *(o for o in new if o.key not in have)]
+            deletes = [*old_deletes, *(d.model_copy(update=stamp) for d in req.deletes)]
+            replaced: list[ObjectRef] = []
+            if req.mode == "append":
+                summary = ChangeSummary(mode="append", inserted=new_rows)
+            row_count = rows_before + summary.inserted - summary.deleted
+        else:
+            objects, deletes = new, []
+            keys = {o.key for o in new}
+            replaced = [o for o in old if o.key not in keys] + old_deletes
+            row_count = new_rows
+            if req.mode == "compact":
+                if cur is not None and row_count != rows_before:
+                    raise Conflict(
+                        f"compaction of {req.name!r} wrote {row_count} rows, not {rows_before}",
+                        error="dataset changed",
+                    )
+                summary = ChangeSummary(mode="compact")
+            elif req.mode != "upsert" or cur is None:
+                summary = ChangeSummary(mode=req.mode, inserted=new_rows, deleted=rows_before)
+        summary = summary.model_copy(update={"schema_change": change})
         manifest = Manifest(
             dataset_id=dataset_id(req.name),
             name=req.name,
-            schema_fingerprint=req.schema_fingerprint,
+            schema_fingerprint=(
+                req.schema_fingerprint
+                if cur is None
+                else cur.schema_fingerprint
+                if change is None
+                else fingerprint_of(columns)
+            ),
             columns=columns,
             objects=objects,
+            deletes=deletes,
             created_at=cur.created_at if cur else now,
             updated_at=now,
-            row_count=sum(o.rows for o in objects),
-            revision=last_revision + 1,
+            row_count=row_count,
+            revision=revision,
             last_request=req.request_id,
+            key=req.key or (cur.key if cur and req.mode != "replace" else None),
         )
         return CatalogEvent(
             type="registered",
@@ -133,7 +202,85 @@ class CatalogWorker(Worker):
             at=now,
             manifest=manifest,
             replaced_objects=replaced,
+            change=summary,
         )
+
+    # ---- compaction ----------------------------------------------------------------------
+    def needs_compaction(self, m: Manifest) -> bool:
+        st = self.rt.settings.catalog
+        deleted = sum(d.rows for d in m.deletes)
+        return (bool(m.deletes) and deleted >= st.compact_deleted_ratio * max(m.row_count, 1)) or (
+            len(m.objects) > st.compact_max_objects
+        )
+
+    def compact_later(self, name: str) -> None:
+        """Compact ``name`` in the background (once at a time per dataset in this process)."""
+        if name in self.compacting:
+            return
+
+        async def run() -> None:
+            try:
+                await self.compact(name)
+            except Exception as exc:  # the next upsert or start tries again
+                log.warning("compaction failed", extra={"dataset": name, "error": str(exc)})
+            finally:
+                self.compacting.pop(name, None)
+
+        self.compacting[name] = asyncio.create_task(run())
+
+    async def compact_request(self, msg: Msg) -> bytes:
+        name = parse(CompactRequest, msg.data).name
+        return (await self.compact(name)).model_dump_json().encode()
+
+    async def compact(self, name: str) -> RegisterReply:
+        """Rewrite the dataset's current rows into one object; retried when it changes
+        meanwhile. A dataset with one object and no delete sets is left as it is."""
+        for _ in range(MAX_ATTEMPTS):
+            entry = await catalog.last_event(self.rt.js, name)
+            cur = entry.event.manifest if entry and entry.event.type == "registered" else None
+            if entry is None or cur is None:
+                raise NotFound(f"no dataset named {name!r}")
+            if not cur.deletes and len(cur.objects) <= 1:
+                return RegisterReply(manifest=cur, existing=True, catalog_seq=entry.seq)
+            started = asyncio.get_running_loop().time()
+            with tempfile.TemporaryDirectory(prefix="lakehouse-compact-") as tmp:
+                work = Path(tmp)
+                view = await local_view_sql(self.rt.storage, cur, work, name=merge.CURRENT)
+                out = work / "compacted.parquet"
+                rows = await asyncio.to_thread(merge.compact, view, out)
+                obj = await catalog.store_object(
+                    self.rt.storage, name, cur.schema_fingerprint, out, rows
+                )
+            faults.point(self.rt.settings, "catalog.compact.before_register")
+            req = RegisterRequest(
+                request_id=f"compact-{name}-{cur.revision}",
+                name=name,
+                schema_fingerprint=cur.schema_fingerprint,
+                columns=cur.columns,
+                objects=[obj],
+                mode="compact",
+                base_revision=cur.revision,
+                key=cur.key,
+            )
+            try:
+                reply = await self.commit(req)
+            except Conflict as exc:
+                if exc.error != "dataset changed":
+                    raise
+                continue  # an upsert landed meanwhile: compact the new revision
+            log.info(
+                "compacted",
+                extra={
+                    "dataset": name,
+                    "revision": reply.manifest.revision,
+                    "objects_before": len(cur.objects),
+                    "delete_sets_before": len(cur.deletes),
+                    "rows": rows,
+                    "seconds": round(asyncio.get_running_loop().time() - started, 3),
+                },
+            )
+            return reply
+        raise Unavailable(f"dataset {name!r} is changing too fast to compact; retry")
 
     async def current_manifest(self, name: str) -> Manifest:
         entry = await catalog.last_event(self.rt.js, name)

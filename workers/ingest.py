@@ -1,8 +1,11 @@
 """Ingest worker: CSV in storage -> Parquet object -> catalog registration, reporting progress.
 
-A job's CSV arrives by claim check (``source_key``). The Parquet object's key is content
-addressed (``datasets/<name>/<fingerprint>/<sha256>.parquet``), so a redelivered job writes the
-same key and the catalog's idempotency (request id = job id) makes the registration once.
+A job's CSV arrives by claim check (``source_key``). It is converted with the dataset's
+column types as hints. The Parquet object's key is content addressed
+(``datasets/<name>/<fingerprint>/<sha256>.parquet``), so a redelivered job writes the same key
+and the catalog's idempotency (request id = job id) makes the registration once. An upsert
+(``mode=upsert``) stores only the changed rows and a delete set (:mod:`lakehouse.tables.merge`)
+and, with auto-embed, embeds only the rows whose text changed.
 Bad CSV fails the job at once (no retry) with a message naming the row/column; nothing is
 registered and nothing it wrote is left in storage.
 """
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shutil
 import string
@@ -19,27 +21,48 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from lakehouse.platform import faults
 from lakehouse.platform.bus import ConsumerSpec
 from lakehouse.platform.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
-from lakehouse.platform.storage import keys
+from lakehouse.tables import catalog, merge
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
+from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
 from lakehouse.tables.rows import render
+from lakehouse.tables.views import local_view_sql
+from lakehouse.vectors.batches import batches
+from lakehouse.vectors.batches import publish as publish_vectors
 from lakehouse.vectors.embedding import model_dim
 from lakehouse.vectors.indexes import create_index, get_index
 from schemas import subjects as S
-from schemas.catalog import ColumnSpec, ObjectRef, RegisterReply, RegisterRequest
-from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobError, JobStatus
+from schemas.catalog import (
+    ChangeSummary,
+    ColumnSpec,
+    Manifest,
+    ObjectRef,
+    RegisterReply,
+    RegisterRequest,
+)
+from schemas.ingest import (
+    AutoEmbed,
+    EmbedCounts,
+    IngestRequest,
+    IngestResult,
+    JobError,
+    JobStatus,
+)
 from schemas.vectors import EmbedRequest, IndexSpec, TextItem
 
 log = logging.getLogger("workers.ingest")
 
 EMBED_BATCH = 256  # rows per EmbedRequest
+MAX_ATTEMPTS = 10  # upserts recomputed after racing another change of the dataset
 
 
 def check_template(embed: AutoEmbed, columns: list[str]) -> None:
@@ -52,14 +75,6 @@ def check_template(embed: AutoEmbed, columns: list[str]) -> None:
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress updates
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class IngestWorker(Worker):
@@ -96,7 +111,8 @@ class IngestWorker(Worker):
         work = self.tmp / req.job_id
         work.mkdir(parents=True, exist_ok=True)
         try:
-            result = await self.run(req, work)
+            redelivered = (msg.metadata.num_delivered or 1) > 1
+            result = await self.run(req, work, redelivered)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         if req.delete_source:
@@ -110,7 +126,7 @@ class IngestWorker(Worker):
         )
         await self.publish_status(done)
 
-    async def run(self, req: IngestRequest, work: Path) -> IngestResult:
+    async def run(self, req: IngestRequest, work: Path, redelivered: bool) -> IngestResult:
         storage = self.rt.storage
         src = storage.local_path(req.source_key)
         try:
@@ -119,21 +135,41 @@ class IngestWorker(Worker):
                 await storage.get_file(req.source_key, src)
         except NotFound:
             raise Permanent(f"no CSV at storage key {req.source_key!r}", status=404) from None
+        now = await catalog.last_event(self.rt.js, req.name)
+        cur = now.event.manifest if now is not None else None
         out = work / "data.parquet"
-        converted = await self.convert(req, src, out)
+        converted = await self.convert(req, src, out, hints(cur.columns) if cur else None)
+        columns = [ColumnSpec.model_validate(vars(c)) for c in converted.columns]
         if req.embed is not None:
             check_template(req.embed, [c.name for c in converted.columns])
-        digest = await asyncio.to_thread(sha256_file, out)
-        key = keys.data_object(req.name, converted.fingerprint, digest[:32])
-        await storage.put_file(key, out)
+        if req.mode == "upsert":
+            return await self.upsert(req, work, out, columns, redelivered)
+        obj = await catalog.store_object(
+            storage, req.name, converted.fingerprint, out, converted.rows
+        )
         register = RegisterRequest(
             request_id=req.job_id,
             name=req.name,
             schema_fingerprint=converted.fingerprint,
-            columns=[ColumnSpec.model_validate(vars(c)) for c in converted.columns],
-            objects=[ObjectRef(key=key, size=converted.size, rows=converted.rows)],
+            columns=columns,
+            objects=[obj],
             mode=req.mode,
+            schema_rule=req.schema_rule,
         )
+        reply, event = await self.register(register, [obj])
+        batches, counts = 0, None
+        if req.embed is not None:
+            spec = await self.ensure_index(req, req.embed)
+            batches = await self.publish_embeds(req, spec, out)
+            counts = EmbedCounts(texts_embedded=converted.rows, unchanged_skipped=0, deleted=0)
+        return self.result(req, reply, event, obj.key, converted.widened, batches, counts)
+
+    async def register(
+        self, register: RegisterRequest, written: list[ObjectRef]
+    ) -> tuple[RegisterReply, ChangeSummary]:
+        """Register through the catalog worker. A refusal (400/409) deletes what this job
+        wrote (content addressed, so no other registration can share it) and fails the job,
+        except ``dataset changed`` (an upsert raced another change), which callers retry."""
         try:
             raw = await call(
                 self.rt.nc,
@@ -143,36 +179,184 @@ class IngestWorker(Worker):
                 what="catalog",
             )
         except LakehouseError as exc:
+            if exc.error == "dataset changed":
+                raise
             if exc.status in (400, 409):
-                await storage.delete(key)  # content addressed under its own fingerprint
+                for obj in written:
+                    await self.rt.storage.delete(obj.key)
                 raise Permanent(str(exc.detail), status=exc.status, error=exc.error) from None
             raise RetryLater(str(exc)) from None
         reply = RegisterReply.model_validate_json(raw)
-        batches = 0
-        if req.embed is not None:
-            batches = await self.publish_embeds(req, req.embed, out)
+        entry = await catalog.event_at(self.rt.js, reply.catalog_seq)
+        change = entry.change if entry and entry.change else ChangeSummary(mode=register.mode)
+        return reply, change
+
+    def result(
+        self,
+        req: IngestRequest,
+        reply: RegisterReply,
+        change: ChangeSummary,
+        key: str,
+        widened: list[str],
+        batches: int,
+        counts: EmbedCounts | None,
+    ) -> IngestResult:
+        m = reply.manifest
         return IngestResult(
             job_id=req.job_id,
-            dataset_id=reply.manifest.dataset_id,
+            dataset_id=m.dataset_id,
             name=req.name,
-            row_count=converted.rows,
+            row_count=change.inserted + change.updated if req.mode == "upsert" else change.inserted,
             existing=reply.existing,
-            fingerprint=converted.fingerprint,
+            fingerprint=m.schema_fingerprint,
             key=key,
             mode=req.mode,
-            revision=reply.manifest.revision,
-            dataset_rows=reply.manifest.row_count,
-            widened=converted.widened,
+            inserted=change.inserted,
+            updated=change.updated,
+            deleted=change.deleted,
+            schema_change=change.schema_change,
+            revision=m.revision,
+            dataset_rows=m.row_count,
+            widened=widened,
             catalog_seq=reply.catalog_seq,
             embed_index=req.embed.index if req.embed else None,
             embed_batches=batches,
+            embed=counts,
         )
 
-    async def publish_embeds(self, req: IngestRequest, embed: AutoEmbed, parquet: Path) -> int:
-        """One EmbedRequest per EMBED_BATCH rows, with deterministic batch ids: a redelivered
-        job republishes the same ids, which JetStream stores once."""
+    async def upsert(
+        self,
+        req: IngestRequest,
+        work: Path,
+        upload: Path,
+        columns: list[ColumnSpec],
+        redelivered: bool,
+    ) -> IngestResult:
+        """Diff the upload against the current revision by key, store the changed rows and a
+        delete set, register on top of that revision (recomputed when the dataset changed
+        meanwhile), then embed what changed. A redelivered job that already registered
+        recomputes the same diff against the revision before its own and only republishes
+        its embeds (deterministic batch ids: stored once)."""
+        assert req.key is not None
+        spec = await self.ensure_index(req, req.embed) if req.embed else None
+        template = req.embed.text_template if req.embed else None
+        reembed_all = spec is not None and (
+            spec.text_template != template or spec.dataset != req.name
+        )
+        done = await self.registered_before(req) if redelivered else None
+        for _ in range(MAX_ATTEMPTS):
+            if done is not None:
+                base = done[2]
+            else:
+                entry = await catalog.last_event(self.rt.js, req.name)
+                base = entry.event.manifest if entry is not None else None
+            out = work / "upsert"
+            await asyncio.to_thread(shutil.rmtree, out, True)
+            out.mkdir()
+            view = None
+            if base is not None:
+                view = await local_view_sql(
+                    self.rt.storage, base, work / "objects", name=merge.CURRENT
+                )
+            try:
+                diff = await asyncio.to_thread(
+                    merge.diff,
+                    view,
+                    base.columns if base else [],
+                    upload,
+                    columns,
+                    key=req.key,
+                    rule=req.schema_rule,
+                    delete_missing=req.delete_missing,
+                    template=template,
+                    reembed_all=reembed_all,
+                    out=out,
+                )
+            except (merge.KeyError400, duckdb.ConversionException) as exc:
+                raise Permanent(str(exc), status=400, error="invalid upsert") from None
+            except SchemaConflict as exc:
+                raise Permanent(str(exc), status=409, error="schema fingerprint conflict") from None
+            change = ChangeSummary(
+                mode="upsert",
+                inserted=diff.inserted,
+                updated=diff.updated,
+                deleted=diff.deleted,
+                schema_change=diff.schema_change,
+            )
+            if done is not None:
+                reply, key = done[0], done[1]
+                break
+            fingerprint = fingerprint_of(diff.columns)
+            written = []
+            if (out / "data.parquet").exists():
+                written.append(
+                    await catalog.store_object(
+                        self.rt.storage, req.name, fingerprint, out / "data.parquet", diff.data_rows
+                    )
+                )
+            deletes = []
+            if diff.delete_keys:
+                deletes.append(
+                    await catalog.store_object(
+                        self.rt.storage, req.name, None, out / "deletes.parquet", diff.delete_keys
+                    )
+                )
+            faults.point(self.rt.settings, "ingest.upsert.before_register")
+            register = RegisterRequest(
+                request_id=req.job_id,
+                name=req.name,
+                schema_fingerprint=fingerprint,
+                columns=diff.columns,
+                objects=written,
+                mode="upsert",
+                schema_rule=req.schema_rule,
+                key=req.key,
+                deletes=deletes,
+                base_revision=base.revision if base else 0,
+                change=change,
+            )
+            try:
+                reply, change = await self.register(register, written + deletes)
+            except LakehouseError:  # dataset changed: diff again against the new revision
+                continue
+            key = written[0].key if written else ""
+            break
+        else:
+            raise RetryLater(f"dataset {req.name!r} kept changing during the upsert")
+        batches, counts = 0, None
+        if req.embed is not None and spec is not None:
+            embedded = out / "embed.parquet"
+            batches = await self.publish_embeds(req, spec, embedded) if diff.embed_rows else 0
+            await self.delete_items(spec, diff.deleted_ids)
+            counts = EmbedCounts(
+                texts_embedded=max(diff.embed_rows, 0),
+                unchanged_skipped=max(pq.read_metadata(upload).num_rows - diff.embed_rows, 0),
+                deleted=len(diff.deleted_ids),
+            )
+        return self.result(req, reply, change, key, [], batches, counts)
+
+    async def registered_before(
+        self, req: IngestRequest
+    ) -> tuple[RegisterReply, str, Manifest | None] | None:
+        """When this job's upsert is already in the dataset's history: its reply, data object
+        key, and the manifest it was computed on (None: the dataset was new)."""
+        previous: Manifest | None = None
+        for entry in await catalog.history(self.rt.nc, req.name):
+            m = entry.event.manifest if entry.event.type == "registered" else None
+            if m is not None and m.last_request == req.job_id:
+                new = [o.key for o in m.objects if o.revision == m.revision]
+                reply = RegisterReply(
+                    manifest=m, existing=previous is not None, catalog_seq=entry.seq
+                )
+                return reply, (new[0] if new else ""), previous
+            previous = m
+        return None
+
+    async def ensure_index(self, req: IngestRequest, embed: AutoEmbed) -> IndexSpec:
+        """The auto-embed index (created, 384-d cosine by default, when missing)."""
         js = self.rt.js
-        if await get_index(js, embed.index) is None:
+        spec = await get_index(js, embed.index)
+        if spec is None:
             spec = IndexSpec(
                 name=embed.index,
                 dim=model_dim(self.rt.settings),
@@ -182,6 +366,19 @@ class IngestWorker(Worker):
             )
             with contextlib.suppress(Conflict):
                 await create_index(js, spec)
+            spec = await get_index(js, embed.index) or spec
+        return spec
+
+    async def delete_items(self, spec: IndexSpec, ids: list[str]) -> None:
+        if ids:
+            items = batches(ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
+            await publish_vectors(self.rt.js, spec.name, items)
+
+    async def publish_embeds(self, req: IngestRequest, spec: IndexSpec, parquet: Path) -> int:
+        """One EmbedRequest per EMBED_BATCH rows, with deterministic batch ids: a redelivered
+        job republishes the same ids, which JetStream stores once."""
+        assert req.embed is not None
+        embed, js = req.embed, self.rt.js
         acks = []
         reader = pq.ParquetFile(parquet)
         n = 0
@@ -191,11 +388,11 @@ class IngestWorker(Worker):
                 for row in batch.to_pylist()
             ]
             er = EmbedRequest(
-                batch_id=f"{req.job_id}-{n}", index=embed.index, items=items, job_id=req.job_id
+                batch_id=f"{req.job_id}-{n}", index=spec.name, items=items, job_id=req.job_id
             )
             acks.append(
                 await js.publish_async(
-                    S.embed_requests(embed.index),
+                    S.embed_requests(spec.name),
                     er.model_dump_json().encode(),
                     headers={"Nats-Msg-Id": er.batch_id},
                 )
@@ -204,7 +401,9 @@ class IngestWorker(Worker):
         await asyncio.gather(*acks)
         return n
 
-    async def convert(self, req: IngestRequest, src: Path, out: Path) -> Converted:
+    async def convert(
+        self, req: IngestRequest, src: Path, out: Path, types: dict[str, str] | None
+    ) -> Converted:
         loop = asyncio.get_running_loop()
         last = [0.0]
 
@@ -227,6 +426,7 @@ class IngestWorker(Worker):
                 out,
                 sample_rows=self.rt.settings.ingest.sample_rows,
                 progress=progress,
+                hints=types,
             )
         except CsvError as exc:
             raise Permanent(str(exc), status=400, error="invalid CSV") from None

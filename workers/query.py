@@ -35,7 +35,7 @@ from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.platform.storage import keys
 from lakehouse.tables.rows import RowTable
 from lakehouse.tables.sqljson import table_rows
-from lakehouse.tables.views import ident, literal, view_sql
+from lakehouse.tables.views import ident, literal, local_view_sql
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest
 from schemas.query import RowsRequest, SqlRequest
@@ -112,8 +112,7 @@ class QueryWorker(Worker):
             self.applied.notify_all()
 
     async def create_view(self, m: Manifest) -> None:
-        paths = [str(await self.rt.storage.readable_path(o.key, self.cache)) for o in m.objects]
-        self.db.execute(view_sql(m, paths))
+        self.db.execute(await local_view_sql(self.rt.storage, m, self.cache))
 
     async def wait_applied(self, seq: int) -> None:
         if seq <= self.applied_seq:

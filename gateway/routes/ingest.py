@@ -21,7 +21,7 @@ from lakehouse.platform import streams
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
 from lakehouse.platform.storage import keys
 from schemas import subjects as S
-from schemas.catalog import Mode
+from schemas.catalog import Mode, SchemaRule
 from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobId, JobStatus
 
 if TYPE_CHECKING:
@@ -89,9 +89,10 @@ def job_failed(status: JobStatus) -> LakehouseError:
             413,
             503,
             _400="Empty upload, invalid parameters, or bad CSV (naming the row/column); "
-            "auto-embed parameters given without the other two.",
+            "auto-embed parameters given without the other two; an upsert's key column missing, "
+            "empty or duplicated (naming the keys and data rows).",
             _404="The staged upload vanished before the job read it.",
-            _409="`mode=append` of data whose schema fingerprint differs from the dataset's.",
+            _409="Columns that differ from the dataset's beyond what `schema` allows.",
             _413="Upload over `ingest.max_upload_bytes`; nothing was kept.",
             _500="The job gave up after retries (the dead letter has the error).",
         ),
@@ -100,7 +101,22 @@ def job_failed(status: JobStatus) -> LakehouseError:
 async def ingest(
     request: Request,
     name: Annotated[S.Name, Query(description="Dataset name.", examples=["workers"])],
-    mode: Mode = Query("replace", description="replace (default) or append"),
+    mode: Mode = Query("replace", description="replace (default), append or upsert"),
+    key_column: str | None = Query(
+        None,
+        alias="key",
+        min_length=1,
+        description="upsert: the key column (unique, non-empty).",
+        examples=["worker_id"],
+    ),
+    delete_missing: bool = Query(
+        False, description="upsert: delete the rows whose key is not in this upload."
+    ),
+    schema: SchemaRule = Query(
+        "strict",
+        description="strict (the dataset's columns), evolve (add columns, widen types) or "
+        "any (evolve, and drop the columns this upload lacks).",
+    ),
     wait: float | None = Query(None, ge=0, le=3600, description="Seconds to wait (default 120)"),
     embed_index: Annotated[
         S.Name | None,
@@ -121,6 +137,10 @@ async def ingest(
         if embed_index is None or id_column is None or text_template is None:
             raise BadRequest("auto-embed needs embed_index, id_column and text_template together")
         embed = AutoEmbed(index=embed_index, id_column=id_column, text_template=text_template)
+    if mode == "upsert" and key_column is None:
+        raise BadRequest("mode=upsert needs key (the key column)")
+    if mode != "upsert" and (key_column is not None or delete_missing):
+        raise BadRequest("key and delete_missing apply to mode=upsert only")
     nc = st.require_nats()
     cap = st.settings.ingest.max_upload_bytes
     length = request.headers.get("content-length")
@@ -143,6 +163,9 @@ async def ingest(
             name=name,
             source_key=key,
             mode=mode,
+            key=key_column,
+            delete_missing=delete_missing,
+            schema_rule=schema,
             delete_source=True,
             embed=embed,
         )

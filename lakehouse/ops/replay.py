@@ -29,7 +29,7 @@ from nats.aio.client import Client as NATS
 from lakehouse.platform.errors import BadRequest
 from lakehouse.platform.storage import Storage
 from lakehouse.platform.streams import Record, bounds, read
-from lakehouse.tables.views import view_sql
+from lakehouse.tables.views import local_view_sql
 from lakehouse.vectors.batches import decode
 from lakehouse.vectors.indexes import ids_digest, list_indexes
 from lakehouse.vectors.partition import Partition
@@ -271,8 +271,7 @@ async def write_catalog(cat: CatalogFold, storage: Storage, out: Path) -> dict[s
     db_path.unlink(missing_ok=True)
     with duckdb.connect(str(db_path)) as db:
         for m in manifests.values():
-            paths = [str(await storage.readable_path(o.key, out / "objects")) for o in m.objects]
-            db.execute(view_sql(m, paths))
+            db.execute(await local_view_sql(storage, m, out / "objects"))
     return {"datasets": sorted(manifests), "views": str(db_path)}
 
 

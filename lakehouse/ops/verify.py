@@ -38,7 +38,7 @@ from lakehouse.platform.rpc import call, scatter
 from lakehouse.platform.storage import Storage
 from lakehouse.platform.streams import bounds
 from lakehouse.tables import catalog
-from lakehouse.tables.views import ident, view_sql
+from lakehouse.tables.views import ident, local_view_sql
 from lakehouse.vectors.indexes import ids_digest, list_indexes
 from schemas import subjects as S
 from schemas.catalog import Manifest
@@ -83,11 +83,11 @@ def manifest_view(m: Manifest) -> dict[str, Any]:
 async def dataset_checksum(storage: Storage, m: Manifest, work: Path) -> tuple[int, str]:
     """Row count and checksum computed here, from the objects themselves (through the same
     view a query worker creates)."""
-    paths = [str(await storage.readable_path(o.key, work)) for o in m.objects]
+    view = await local_view_sql(storage, m, work)
 
     def run() -> tuple[int, str]:
         with duckdb.connect() as con:
-            con.execute(view_sql(m, paths))
+            con.execute(view)
             n, h = con.execute(CHECKSUM_SQL.format(src=ident(m.name))).fetchone() or (0, "0")
             return int(n), str(h)
 

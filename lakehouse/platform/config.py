@@ -86,6 +86,15 @@ class IngestSettings(BaseModel):
 class CatalogSettings(BaseModel):
     gc_interval: float = Field(3600.0, description="Seconds between orphan sweeps; 0 = off.")
     gc_grace: float = Field(3600.0, description="Unreferenced objects younger than this stay.")
+    keep_revisions: int = Field(
+        5, ge=1, description="Revisions per dataset whose objects gc keeps (time travel)."
+    )
+    compact_deleted_ratio: float = Field(
+        0.2, description="Compact a dataset once its delete sets hold this share of its rows."
+    )
+    compact_max_objects: int = Field(
+        32, description="Compact a dataset once it has more data objects than this."
+    )
 
 
 class QuerySettings(BaseModel):

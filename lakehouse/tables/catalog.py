@@ -7,7 +7,10 @@ two concurrent changes of one dataset cannot both win.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +22,7 @@ from lakehouse.platform import streams
 from lakehouse.platform.bus import StaleSequence, publish_expecting
 from lakehouse.platform.storage import Storage, keys
 from schemas import subjects as S
-from schemas.catalog import CatalogEvent, Manifest
+from schemas.catalog import CatalogEvent, Manifest, ObjectRef
 
 
 class SequenceConflict(Exception):
@@ -38,6 +41,15 @@ async def last_event(js: JetStreamContext, name: str) -> Entry | None:
     except NotFoundError:
         return None
     return Entry(CatalogEvent.model_validate_json(msg.data or b"{}"), msg.seq or 0)
+
+
+async def event_at(js: JetStreamContext, seq: int) -> CatalogEvent | None:
+    """The catalog event stored at stream sequence ``seq`` (None when it is gone)."""
+    try:
+        msg = await js.get_msg(S.STREAM_CATALOG, seq)
+    except NotFoundError:
+        return None
+    return CatalogEvent.model_validate_json(msg.data or b"{}")
 
 
 async def dataset_names(js: JetStreamContext) -> list[str]:
@@ -84,6 +96,30 @@ async def publish(js: JetStreamContext, event: CatalogEvent, expected_last_seq: 
         # replica with identical content): treat as a conflict so the caller re-reads.
         raise SequenceConflict(event.name)
     return ack.seq
+
+
+# ---- data objects ---------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def store_object(
+    storage: Storage, dataset: str, fingerprint: str | None, path: Path, rows: int
+) -> ObjectRef:
+    """Put a Parquet file under its content address: a data object written with the columns
+    of ``fingerprint``, or (None) a delete set. A repeat of the same bytes writes the same key."""
+    digest = (await asyncio.to_thread(sha256_file, path))[:32]
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if fingerprint is None:
+        key = keys.delete_set(dataset, digest)
+    else:
+        key = keys.data_object(dataset, fingerprint, digest)
+    await storage.put_file(key, path)
+    return ObjectRef(key=key, size=size, rows=rows, fingerprint=fingerprint)
 
 
 # ---- manifests as Parquet under _catalog/ (for restore after a NATS store loss) ----------

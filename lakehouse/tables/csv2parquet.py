@@ -79,6 +79,16 @@ class _Widen(Exception):
     """args[0]: the columns whose values after the sample misfit their type."""
 
 
+def widest(a: str, b: str) -> str:
+    """The narrowest type holding every value of both (ADR-010's order: int64 -> float64 ->
+    string, bool -> string; any other pair meets at string)."""
+    if a == b:
+        return a
+    if {a, b} == {"int64", "float64"}:
+        return "float64"
+    return "string"
+
+
 def fingerprint(columns: Sequence[tuple[str, str]]) -> str:
     """SHA-256 hex over (name, type) pairs in header order: for each pair
     name.encode() + b"\\x1f" + type.encode() + b"\\x1e", concatenated. Nullability is excluded."""
@@ -95,11 +105,15 @@ def convert(
     sample_rows: int = 1000,
     progress: Callable[[int], None] | None = None,
     compression: str = "zstd",
+    hints: dict[str, str] | None = None,
 ) -> Converted:
     """Stream CSV file src into Parquet file dst in bounded memory.
 
     Raises CsvError for bad input (and when src cannot be read); ValueError for bad arguments.
     ``progress(rows_so_far)`` is called after each parsed block with a strictly increasing count.
+    ``hints`` (column -> type, e.g. an existing dataset's) are the least types of those columns:
+    a sampled int column hinted float64 is written as float64; a column empty in the sample
+    takes its hint.
     """
     if sample_rows < 0:
         raise ValueError(f"sample_rows must be >= 0, got {sample_rows}")
@@ -128,7 +142,10 @@ def convert(
         while True:
             try:
                 if not types:
-                    types, few_values = _infer(src, names, sample_rows, block)
+                    types, few_values, empty = _infer(src, names, sample_rows, block)
+                    for name, hint in (hints or {}).items():
+                        if name in types:
+                            types[name] = hint if name in empty else widest(types[name], hint)
                     options = dict(compression=compression, use_dictionary=few_values)
                 nullable, rows, last = _write(src, tmp, types, block, options, report)
                 break
@@ -215,9 +232,10 @@ def _typed(text: Any, type_: str) -> Any | None:
 
 def _infer(
     src: Path, names: list[str], sample_rows: int, block: int
-) -> tuple[dict[str, str], list[str]]:
-    """Column types from the sample, and the columns worth dictionary encoding (at most one
-    distinct value per two sampled ones): the others would only pay for a failed attempt."""
+) -> tuple[dict[str, str], list[str], set[str]]:
+    """Column types from the sample, the columns worth dictionary encoding (at most one
+    distinct value per two sampled ones: the others would only pay for a failed attempt), and
+    the columns the sample has no value in."""
     head, rows = [], 0
     for batch in _batches(src, names, block):
         if rows >= sample_rows:
@@ -226,13 +244,15 @@ def _infer(
         rows += batch.num_rows
     schema = pa.schema([(n, pa.string()) for n in names])
     sample = pa.Table.from_batches(head, schema=schema).slice(0, sample_rows)
-    types, few_values = {}, []
+    types, few_values, empty = {}, [], set()
     for name, text in zip(names, sample.columns, strict=True):
+        if text.null_count == len(text):
+            empty.add(name)
         fits = (t for t in ("int64", "float64", "bool") if _typed(text, t) is not None)
         types[name] = "string" if text.null_count == len(text) else next(fits, "string")
         if 2 * pc.count_distinct(text).as_py() <= len(text) - text.null_count:
             few_values.append(name)
-    return types, few_values
+    return types, few_values, empty
 
 
 def _convert(table: Any, types: list[str], schema: Any, nullable: list[bool]) -> Any:

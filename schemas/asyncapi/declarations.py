@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from schemas import subjects as S
 from schemas.catalog import (
     CatalogEvent,
+    CompactRequest,
     DatasetList,
     DeleteReply,
     History,
@@ -272,6 +273,20 @@ async def catalog_delete(request: NameRequest) -> DeleteReply:
 
 
 DECLARED["catalog.delete"] = Declared(replies=(DeleteReply, ErrorBody))
+
+
+@broker.subscriber(
+    S.CATALOG_COMPACT,
+    queue=CATALOG_QUEUE,
+    title="catalog.compact",
+    description="Request/reply: rewrite a dataset's rows without its delete sets into new "
+    "objects (a `compact` revision; the rows do not change). 404 when there is no such dataset.",
+)
+async def catalog_compact(request: CompactRequest) -> RegisterReply:
+    _declared_only()
+
+
+DECLARED["catalog.compact"] = Declared(replies=(RegisterReply, ErrorBody))
 
 
 broker.publisher(

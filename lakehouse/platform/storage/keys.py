@@ -7,7 +7,8 @@ is the platform's own bookkeeping (mirrors, snapshots, dead-letter payloads).
 from __future__ import annotations
 
 DATASETS = "datasets/"
-"""Parquet data objects: ``datasets/<name>/<fingerprint>/<sha256>.parquet``."""
+"""Parquet data objects: ``datasets/<name>/<fingerprint>/<sha256>.parquet``; an upsert's delete
+sets: ``datasets/<name>/_deletes/<sha256>.parquet``."""
 STAGING = "staging/"
 """Uploaded CSVs waiting for an ingest worker: ``staging/<job>.csv`` (deleted after)."""
 MANIFESTS = "_catalog/manifests/"
@@ -23,6 +24,10 @@ GC_SWEPT = (DATASETS, STAGING)
 
 def data_object(dataset: str, fingerprint: str, digest: str) -> str:
     return f"{DATASETS}{dataset}/{fingerprint}/{digest}.parquet"
+
+
+def delete_set(dataset: str, digest: str) -> str:
+    return f"{DATASETS}{dataset}/_deletes/{digest}.parquet"
 
 
 def staged_csv(job_id: str) -> str:
