@@ -17,6 +17,13 @@ class SqlRequest(Message):
     )
     max_rows: int | None = Field(None, description="Row cap; default from settings.")
     timeout: float | None = Field(None, description="Statement timeout in seconds.")
+    as_of: dict[str, int] | None = Field(
+        None,
+        description="Time travel: read these datasets at these revisions (the others current). "
+        "An unknown revision, or one whose objects gc collected, is a 400 naming the "
+        "revisions available.",
+        examples=[{"workers": 3}],
+    )
 
 
 class SqlColumn(BaseModel):

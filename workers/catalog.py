@@ -358,6 +358,11 @@ class CatalogWorker(Worker):
         while True:
             await asyncio.sleep(settings.gc_interval)
             try:
-                await gc.sweep(self.rt.js, self.rt.storage, settings.gc_grace)
+                await gc.sweep(
+                    self.rt.nc,
+                    self.rt.storage,
+                    settings.gc_grace,
+                    keep_revisions=settings.keep_revisions,
+                )
             except Exception as exc:
                 log.warning("gc sweep failed", extra={"error": str(exc)})

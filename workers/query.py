@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -33,6 +34,7 @@ from lakehouse.platform.errors import (
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.platform.storage import keys
+from lakehouse.tables import catalog
 from lakehouse.tables.rows import RowTable
 from lakehouse.tables.sqljson import table_rows
 from lakehouse.tables.views import ident, literal, local_view_sql
@@ -134,7 +136,10 @@ class QueryWorker(Worker):
         cap = qs.max_rows_arrow if req.format == "arrow" else qs.max_rows
         max_rows = min(req.max_rows or cap, cap)
         timeout = min(req.timeout or qs.timeout, qs.timeout)
+        schema = await self.time_travel(req.as_of) if req.as_of else None
         cur = self.db.cursor()
+        if schema is not None:
+            cur.execute(f"SET search_path = {literal(schema + ',main')}")
         work = asyncio.ensure_future(asyncio.to_thread(self.run, cur, req.sql, max_rows))
         try:
             table, types, truncated = await asyncio.wait_for(asyncio.shield(work), timeout)
@@ -147,6 +152,8 @@ class QueryWorker(Worker):
         finally:
             if work.done():
                 cur.close()
+            if schema is not None:
+                self.db.execute(f"DROP SCHEMA IF EXISTS {ident(schema)} CASCADE")
         if req.format == "arrow":
             meta = {"lakehouse.truncated": str(truncated).lower()}
             table = table.replace_schema_metadata(meta)
@@ -163,6 +170,20 @@ class QueryWorker(Worker):
             "truncated": truncated,
         }
         return json.dumps(body, ensure_ascii=False).encode()
+
+    async def time_travel(self, as_of: dict[str, int]) -> str:
+        """A schema of this request's own holding a view of each dataset at its revision
+        (queried first, through the cursor's search path; the others stay current)."""
+        schema = f"as_of_{uuid.uuid4().hex}"
+        views = []
+        for name, revision in as_of.items():
+            m = await catalog.at_revision(self.rt.nc, self.rt.storage, name, revision)
+            target = f"{ident(schema)}.{ident(m.name)}"
+            views.append(await local_view_sql(self.rt.storage, m, self.cache, name=target))
+        self.db.execute(f"CREATE SCHEMA {ident(schema)}")
+        for view in views:
+            self.db.execute(view)
+        return schema
 
     def run(
         self, cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -25,6 +25,14 @@ ARROW = "application/vnd.apache.arrow.stream"
 class SqlBody(BaseModel):
     sql: str = Field(
         min_length=1, description="One SELECT statement.", examples=["SELECT count(*) FROM workers"]
+    )
+    as_of: dict[S.Name, Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        description="Time travel: read these datasets at these revisions, the others current "
+        "(`GET /v1/catalog/{name}/history` lists revisions; gc keeps the objects of the last "
+        "`catalog.keep_revisions`). An unknown or collected revision is a 400 naming the "
+        "revisions available.",
+        examples=[{"workers": 3}],
     )
 
 
@@ -52,7 +60,8 @@ class SqlBody(BaseModel):
             403,
             503,
             504,
-            _400="Invalid request, SQL error (DuckDB's message) or more than one statement.",
+            _400="Invalid request, SQL error (DuckDB's message) or more than one statement; an "
+            "`as_of` revision unknown or collected (naming the revisions available).",
             _403="Not a SELECT, or file/URL access outside the datasets.",
             _504="Statement timeout (`query.timeout`); the statement was interrupted.",
         ),
@@ -60,13 +69,20 @@ class SqlBody(BaseModel):
 )
 async def sql(body: SqlBody, request: Request, st: State = Depends(state)) -> Response:
     arrow = ARROW in request.headers.get("accept", "")
-    raw = await run_sql(st, body.sql, arrow=arrow)
+    raw = await run_sql(st, body.sql, arrow=arrow, as_of=body.as_of)
     return Response(raw, media_type=ARROW if arrow else "application/json")
 
 
-async def run_sql(st: State, sql: str, *, arrow: bool = False) -> bytes:
+async def run_sql(
+    st: State, sql: str, *, arrow: bool = False, as_of: dict[str, int] | None = None
+) -> bytes:
     """One statement through a query worker: JSON (``SqlResult``) or an Arrow IPC stream."""
-    req = SqlRequest(sql=sql, format="arrow" if arrow else "json", min_catalog_seq=st.catalog_seq)
+    req = SqlRequest(
+        sql=sql,
+        format="arrow" if arrow else "json",
+        min_catalog_seq=st.catalog_seq,
+        as_of=as_of or None,
+    )
     qs = st.settings.query
     return await call(
         st.require_nats(),

@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 
 from lakehouse.platform import streams
 from lakehouse.platform.bus import StaleSequence, publish_expecting
+from lakehouse.platform.errors import BadRequest
 from lakehouse.platform.storage import Storage, keys
 from schemas import subjects as S
 from schemas.catalog import CatalogEvent, Manifest, ObjectRef
@@ -77,6 +78,42 @@ async def history(nc: NATS, name: str) -> list[Entry]:
         Entry(CatalogEvent.model_validate_json(rec.data or b"{}"), rec.seq)
         async for rec in streams.read(nc, S.STREAM_CATALOG, start, end, S.catalog_events(name))
     ]
+
+
+async def revisions(nc: NATS, name: str) -> list[Manifest]:
+    """The manifests of the dataset's current life (since its last delete), oldest first."""
+    found: list[Manifest] = []
+    for entry in await history(nc, name):
+        if entry.event.type == "deleted":
+            found = []
+        elif entry.event.manifest is not None:
+            found.append(entry.event.manifest)
+    return found
+
+
+async def readable(storage: Storage, m: Manifest) -> bool:
+    """True while every object of the revision exists (gc has not collected it)."""
+    for obj in [*m.objects, *m.deletes]:
+        if not await storage.exists(obj.key):
+            return False
+    return True
+
+
+async def at_revision(nc: NATS, storage: Storage, name: str, revision: int) -> Manifest:
+    """Revision ``revision`` of ``name`` for time travel; BadRequest naming the revisions
+    available when it never existed, belongs to a deleted incarnation, or was collected."""
+    found = await revisions(nc, name)
+    if not found:
+        raise BadRequest(f"as_of: no dataset named {name!r}")
+    wanted = next((m for m in found if m.revision == revision), None)
+    if wanted is not None and await readable(storage, wanted):
+        return wanted
+    available = [m.revision for m in found if await readable(storage, m)]
+    why = "has no revision" if wanted is None else "no longer has the objects of revision"
+    raise BadRequest(
+        f"as_of: dataset {name!r} {why} {revision}; revisions available: {available}",
+        error="unknown revision",
+    )
 
 
 async def publish(js: JetStreamContext, event: CatalogEvent, expected_last_seq: int) -> int:

@@ -1,7 +1,10 @@
-"""Orphan sweeper: delete data objects no manifest references, once older than a grace period.
+"""Orphan sweeper: delete data objects no retained revision references, once older than a
+grace period.
 
 Objects are immutable and written before they are registered, so a young unreferenced object
-may belong to an ingest in flight; the grace period protects it.
+may belong to an ingest in flight; the grace period protects it. The objects (and delete sets)
+of each dataset's last ``keep`` revisions are kept for time travel (``as_of``); an older
+revision whose objects a sweep deletes is reported in ``dropped_revisions``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 
 from lakehouse.platform.storage import Storage, keys
 from lakehouse.tables import catalog
+from schemas.catalog import Manifest
 
 log = logging.getLogger("lakehouse.gc")
 
@@ -27,23 +31,34 @@ class GcReport:
     deleted: list[str] = field(default_factory=list)
     kept_young: int = 0
     truncated: bool = False
+    dropped_revisions: dict[str, list[int]] = field(default_factory=dict)
 
 
-async def referenced_keys(js: JetStreamContext) -> set[str]:
+def object_keys(m: Manifest) -> set[str]:
+    return {o.key for o in [*m.objects, *m.deletes]}
+
+
+async def retained(nc: NATS, keep: int) -> tuple[set[str], dict[str, list[Manifest]]]:
+    """Keys of the last ``keep`` revisions of every dataset, and each dataset's older ones."""
     keys: set[str] = set()
-    for entry in (await catalog.current(js)).values():
-        if entry.event.manifest is not None and entry.event.type == "registered":
-            keys.update(o.key for o in entry.event.manifest.objects)
-    return keys
+    older: dict[str, list[Manifest]] = {}
+    for name, entry in (await catalog.current(nc.jetstream())).items():
+        if entry.event.type != "registered":
+            continue
+        found = await catalog.revisions(nc, name)
+        for m in found[-keep:]:
+            keys |= object_keys(m)
+        older[name] = found[:-keep]
+    return keys, older
 
 
 async def sweep(
-    js: JetStreamContext, storage: Storage, grace: float, *, dry_run: bool = False
+    nc: NATS, storage: Storage, grace: float, *, keep_revisions: int, dry_run: bool = False
 ) -> GcReport:
     report = GcReport()
     # Read the references *after* listing: an object registered meanwhile is then referenced.
     listings = [await storage.list(prefix) for prefix in SWEPT_PREFIXES]
-    keep = await referenced_keys(js)
+    keep, older = await retained(nc, keep_revisions)
     cutoff = datetime.now(UTC) - timedelta(seconds=grace)
     for listing in listings:
         report.truncated |= listing.truncated
@@ -57,12 +72,18 @@ async def sweep(
                 if not dry_run:
                     await storage.delete(obj.key)
                 report.deleted.append(obj.key)
+    gone = set(report.deleted)
+    for name, manifests in older.items():
+        dropped = [m.revision for m in manifests if object_keys(m) & gone]
+        if dropped:
+            report.dropped_revisions[name] = dropped
     log.info(
         "gc sweep",
         extra={
             "scanned": report.scanned,
             "deleted": len(report.deleted),
             "kept_young": report.kept_young,
+            "dropped_revisions": report.dropped_revisions,
             "dry_run": dry_run,
         },
     )

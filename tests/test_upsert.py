@@ -1,0 +1,158 @@
+"""Datasets that change every week, on a real stack: upsert by key with deletes and a new
+column, compaction, time travel, gc retention, and auto-embed that re-embeds only the rows
+whose text changed. Expected answers are computed independently with DuckDB from the CSVs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import nats
+import pytest
+
+from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.stack import Stack
+from lakehouse.platform.storage import open_storage
+from lakehouse.tables.gc import sweep
+from schemas import subjects as S
+
+pytestmark = pytest.mark.slow
+
+# Order-free content checksum over what an export carries (every value as text; a column the
+# older rows lack reads as null there and as '' in the CSV).
+CHECK = (
+    "SELECT count(*), CAST(sum(hash(CAST(worker_id AS VARCHAR), city, phone, {badge}, "
+    "resume_text)) AS VARCHAR) FROM {src}"
+)
+
+BADGE = "coalesce(badge, '')"
+
+
+def weekly_export(src: Path, dst: Path, *, rows: int) -> dict[str, int]:
+    """The next week's export of ``src``: 2% of the workers changed (half moved city, which
+    the embedded text shows; half a new phone, which it does not), 0.5% gone, 1% new, and a
+    new column ``badge`` (set on new and changed rows). Returns the counts it made."""
+    changed, gone, new = rows // 50, rows // 200, rows // 100
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE w AS SELECT * FROM read_csv('{src}', all_varchar = true)")
+    con.execute("ALTER TABLE w ADD COLUMN badge VARCHAR DEFAULT ''")
+    # worker ids 1..rows; the choices are fixed strides, so they never overlap
+    con.execute(
+        f"UPDATE w SET city = city || ' Heights', badge = 'B' || worker_id "
+        f"WHERE CAST(worker_id AS BIGINT) % 100 = 7 "
+        f"AND CAST(worker_id AS BIGINT) <= {changed * 50}"
+    )
+    con.execute(
+        f"UPDATE w SET phone = '555-000-' || worker_id, badge = 'P' || worker_id "
+        f"WHERE CAST(worker_id AS BIGINT) % 100 = 57 "
+        f"AND CAST(worker_id AS BIGINT) <= {changed * 50}"
+    )
+    con.execute(
+        f"INSERT INTO w SELECT * REPLACE (CAST(CAST(worker_id AS BIGINT) + {rows} AS VARCHAR) "
+        f"AS worker_id, 'N' || worker_id AS badge) FROM w WHERE CAST(worker_id AS BIGINT) <= {new}"
+    )
+    con.execute(
+        f"DELETE FROM w WHERE CAST(worker_id AS BIGINT) % 200 = 101 AND "
+        f"CAST(worker_id AS BIGINT) <= {gone * 200}"
+    )
+    con.execute(f"COPY (SELECT * FROM w ORDER BY CAST(worker_id AS BIGINT)) TO '{dst}' (HEADER)")
+    return {"text_changed": changed // 2, "changed": changed, "gone": gone, "new": new}
+
+
+def truth(csv: Path, *, badge: bool) -> list[Any]:
+    src = f"read_csv('{csv}', all_varchar = true)"
+    return list(duckdb.sql(CHECK.format(src=src, badge=BADGE if badge else "''")).fetchall()[0])
+
+
+def live(c: httpx.Client, name: str, as_of: dict[str, int] | None = None, *, badge: bool) -> Any:
+    column = BADGE if badge else "''"
+    body: dict[str, Any] = {"sql": CHECK.format(src=name, badge=column)}
+    if as_of:
+        body["as_of"] = as_of
+    return c.post("/v1/sql", json=body)
+
+
+async def compact(stack: Stack, name: str) -> dict[str, Any]:
+    nc = await nats.connect(stack.nats_url)
+    try:
+        msg = await nc.request(S.CATALOG_COMPACT, json.dumps({"name": name}).encode(), timeout=60)
+        return dict(json.loads(msg.data))
+    finally:
+        await nc.close()
+
+
+async def collect(stack: Stack, keep: int) -> dict[str, list[int]]:
+    nc = await nats.connect(stack.nats_url)
+    try:
+        report = await sweep(nc, open_storage(stack.settings), 0, keep_revisions=keep)
+        return report.dropped_revisions
+    finally:
+        await nc.close()
+
+
+@pytest.mark.stack(kinds=("catalog", "ingest", "query"))
+def test_weekly_upsert_100k_with_new_column_time_travel_compaction_and_gc(
+    stack: Stack, tmp_path: Path
+) -> None:
+    rows = 100_000
+    week1, week2 = tmp_path / "week1.csv", tmp_path / "week2.csv"
+    generate(week1, rows, seed=15)
+    made = weekly_export(week1, week2, rows=rows)
+    with stack.client(timeout=300) as c:
+        r = c.post("/v1/ingest", params={"name": "staff"}, content=week1.read_bytes())
+        assert r.status_code == 200, r.text
+        assert live(c, "staff", badge=False).json()["rows"][0] == truth(week1, badge=False)
+
+        # A new column is a 409 unless the ingest allows evolution.
+        upsert = {"name": "staff", "mode": "upsert", "key": "worker_id", "delete_missing": "true"}
+        r = c.post("/v1/ingest", params=upsert, content=week2.read_bytes())
+        assert r.status_code == 409 and "schema=evolve" in r.json()["detail"], r.text
+        r = c.post("/v1/ingest", params={**upsert, "schema": "evolve"}, content=week2.read_bytes())
+        assert r.status_code == 200, r.text
+        job = r.json()
+        assert (job["revision"], job["mode"]) == (2, "upsert")
+        assert (job["inserted"], job["updated"], job["deleted"]) == (
+            made["new"],
+            made["changed"],
+            made["gone"],
+        )
+        assert job["schema_change"]["added"] == ["badge"]
+        assert job["dataset_rows"] == rows - made["gone"] + made["new"]
+
+        # SQL over the new revision matches DuckDB over the new export; revision 1 the old one.
+        assert live(c, "staff", badge=True).json()["rows"][0] == truth(week2, badge=True)
+        assert live(c, "staff", {"staff": 1}, badge=False).json()["rows"][0] == truth(
+            week1, badge=False
+        )
+        r = live(c, "staff", {"staff": 9}, badge=False)
+        assert r.status_code == 400 and "revisions available: [1, 2]" in r.json()["detail"]
+        history = c.get("/v1/catalog/staff/history").json()["events"]
+        assert [e["change"]["mode"] for e in history] == ["replace", "upsert"]
+        assert history[1]["change"]["schema_change"]["added"] == ["badge"]
+        m = c.get("/v1/catalog/staff").json()
+        assert (len(m["objects"]), len(m["deletes"])) == (2, 1)  # the old object untouched
+        assert m["objects"][1]["rows"] == made["new"] + made["changed"]
+
+        # Duplicate keys are a 400 naming the key and rows; nothing changes.
+        dup = b"worker_id,name\n5,A\n6,B\n5,C\n"
+        r = c.post("/v1/ingest", params={**upsert, "schema": "any"}, content=dup)
+        assert r.status_code == 400 and "'5' in data rows [1, 3]" in r.json()["detail"], r.text
+
+        # Compaction: the same rows in one object, no delete sets; time travel still works.
+        reply = asyncio.run(compact(stack, "staff"))
+        assert reply["manifest"]["revision"] == 3, reply
+        assert (len(reply["manifest"]["objects"]), reply["manifest"]["deletes"]) == (1, [])
+        assert live(c, "staff", badge=True).json()["rows"][0] == truth(week2, badge=True)
+        assert live(c, "staff", {"staff": 1}, badge=False).json()["rows"][0] == truth(
+            week1, badge=False
+        )
+
+        # gc keeping one revision drops the objects of revisions 1 and 2.
+        assert asyncio.run(collect(stack, keep=1)) == {"staff": [1, 2]}
+        r = live(c, "staff", {"staff": 1}, badge=False)
+        assert r.status_code == 400 and "revisions available: [3]" in r.json()["detail"], r.text
+        assert live(c, "staff", badge=True).json()["rows"][0] == truth(week2, badge=True)
