@@ -15,6 +15,7 @@ import nats
 import pytest
 
 from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 from lakehouse.platform.storage import open_storage
 from lakehouse.tables.gc import sweep
@@ -156,3 +157,59 @@ def test_weekly_upsert_100k_with_new_column_time_travel_compaction_and_gc(
         r = live(c, "staff", {"staff": 1}, badge=False)
         assert r.status_code == 400 and "revisions available: [3]" in r.json()["detail"], r.text
         assert live(c, "staff", badge=True).json()["rows"][0] == truth(week2, badge=True)
+
+
+@pytest.mark.stack(kinds=("catalog", "ingest", "query", "embed", "vectors"))
+def test_upsert_re_embeds_only_the_rows_whose_text_changed(stack: Stack, tmp_path: Path) -> None:
+    week1, week2 = tmp_path / "week1.csv", tmp_path / "week2.csv"
+    generate(week1, 300, seed=16)
+    made = weekly_export(week1, week2, rows=300)  # 3 moved, 3 new phones, 1 gone, 3 new
+    embed = {
+        "embed_index": "crew",
+        "id_column": "worker_id",
+        "text_template": "{role} in {city}, {state}. Skills: {skills}.",
+    }
+    with stack.client(timeout=300) as c:
+
+        def count() -> int:
+            return int(c.get("/v1/vectors/indexes/crew").json()["count"])
+
+        r = c.post("/v1/ingest", params={"name": "crew", **embed}, content=week1.read_bytes())
+        assert r.status_code == 200, r.text
+        wait_until(lambda: count() == 300, timeout=240, interval=0.5, what="first embed")
+        params = {
+            "name": "crew",
+            "mode": "upsert",
+            "key": "worker_id",
+            "delete_missing": "true",
+            "schema": "evolve",
+            **embed,
+        }
+        r = c.post("/v1/ingest", params=params, content=week2.read_bytes())
+        assert r.status_code == 200, r.text
+        job = r.json()
+        rows = 300 - made["gone"] + made["new"]
+        embedded = made["text_changed"] + made["new"]
+        assert job["embed"] == {
+            "texts_embedded": embedded,
+            "unchanged_skipped": rows - embedded,
+            "deleted": made["gone"],
+        }
+        assert job["embed_batches"] == 1
+        wait_until(lambda: count() == rows, timeout=120, interval=0.2, what="index follows")
+        wait_until(
+            lambda: c.get(f"/v1/jobs/{job['job_id']}").json()["embed"]["batches_done"] == 1,
+            timeout=120,
+            interval=0.2,
+            what="the upsert's embed batch",
+        )
+        # A moved worker is found by the new city.
+        moved = c.post(
+            "/v1/sql", json={"sql": "SELECT role, city, state FROM crew WHERE worker_id = 7"}
+        ).json()["rows"][0]
+        assert moved[1].endswith(" Heights")
+        r = c.post(
+            "/v1/vectors/indexes/crew/search",
+            json={"text": f"{moved[0]} in {moved[1]}, {moved[2]}", "k": 3, "fields": []},
+        )
+        assert "7" in [h["id"] for h in r.json()["hits"]], r.text
