@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lakehouse.tables.rows import RowTable, found_terms, render, snippet, terms
 
@@ -33,6 +36,25 @@ def test_rows_by_the_string_form_of_the_id() -> None:
     assert got["9"][1] is None
     assert rt.long == ["resume_text"]  # long text: averages over 150 characters
     assert rt.lookup([]) == {}
+
+
+def test_rows_follow_an_upsert_without_reading_the_old_rows_again(tmp_path: Path) -> None:
+    rt = table()
+    added = pa.table(
+        {
+            "worker_id": pa.array([8, 10], pa.int64()),
+            "name": ["Bob", "Cy"],
+            "rate": [19.0, None],
+            "resume_text": ["short", "new"],
+        }
+    )
+    pq.write_table(added, tmp_path / "data.parquet")
+    pq.write_table(pa.table({"key": ["8", "9"]}), tmp_path / "deletes.parquet")
+    after = rt.follow([str(tmp_path / "data.parquet")], [str(tmp_path / "deletes.parquet")])
+    got = after.lookup(["7", "8", "9", "10"])
+    assert list(got) == ["7", "8", "10"]  # 9 deleted, 8 replaced, 10 added
+    assert got["8"] == [8, "Bob", 19.0, "short"] and got["10"][1] == "Cy"
+    assert rt.lookup(["9"])  # the old copy is untouched
 
 
 def test_terms_drop_stop_words_and_keep_tokens_like_osha_30() -> None:

@@ -177,6 +177,8 @@ def test_upsert_re_embeds_only_the_rows_whose_text_changed(stack: Stack, tmp_pat
         r = c.post("/v1/ingest", params={"name": "crew", **embed}, content=week1.read_bytes())
         assert r.status_code == 200, r.text
         wait_until(lambda: count() == 300, timeout=240, interval=0.5, what="first embed")
+        search = {"text": "forklift", "k": 3, "fields": ["city"]}  # loads the rows' copy
+        assert c.post("/v1/vectors/indexes/crew/search", json=search).status_code == 200
         params = {
             "name": "crew",
             "mode": "upsert",
@@ -210,6 +212,37 @@ def test_upsert_re_embeds_only_the_rows_whose_text_changed(stack: Stack, tmp_pat
         assert moved[1].endswith(" Heights")
         r = c.post(
             "/v1/vectors/indexes/crew/search",
-            json={"text": f"{moved[0]} in {moved[1]}, {moved[2]}", "k": 3, "fields": []},
+            json={"text": f"{moved[0]} in {moved[1]}, {moved[2]}", "k": 3, "fields": ["city"]},
         )
-        assert "7" in [h["id"] for h in r.json()["hits"]], r.text
+        hits = {h["id"]: h["row"] for h in r.json()["hits"]}
+        assert hits["7"] == {"city": moved[1]}, r.text
+        # An upload of just the rows that changed (no delete_missing) updates those alone,
+        # and the query worker's copy of the rows follows it without reading the rest again.
+        week3 = tmp_path / "week3.csv"
+        duckdb.sql(
+            f"COPY (SELECT * REPLACE (city || ' East' AS city) FROM read_csv('{week2}', "
+            f"all_varchar = true) WHERE worker_id = '8') TO '{week3}' (HEADER)"
+        )
+        del params["delete_missing"], params["schema"]
+        r = c.post("/v1/ingest", params=params, content=week3.read_bytes())
+        assert r.status_code == 200, r.text
+        assert (r.json()["updated"], r.json()["dataset_rows"]) == (1, rows)
+        assert r.json()["embed"] == {"texts_embedded": 1, "unchanged_skipped": 0, "deleted": 0}
+        log = next(stack.root.glob("query-*.log"))
+        wait_until(lambda: "rows followed the upsert" in log.read_text(), timeout=30, what="log")
+        job3 = r.json()["job_id"]
+        wait_until(
+            lambda: c.get(f"/v1/jobs/{job3}").json()["embed"]["batches_done"] == 1,
+            timeout=120,
+            interval=0.2,
+            what="the third upsert's embed batch",
+        )
+        role, city, state = c.post(
+            "/v1/sql", json={"sql": "SELECT role, city, state FROM crew WHERE worker_id = 8"}
+        ).json()["rows"][0]
+        assert city.endswith(" East")
+        r = c.post(
+            "/v1/vectors/indexes/crew/search",
+            json={**search, "text": f"{role} in {city}, {state}"},
+        )
+        assert {h["id"]: h["row"] for h in r.json()["hits"]}.get("8") == {"city": city}, r.text

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any
@@ -93,14 +94,14 @@ class QueryWorker(Worker):
         try:
             event = CatalogEvent.model_validate_json(msg.data)
             self.versions[event.name] = self.versions.get(event.name, 0) + 1
-            stale = [k for k in self.row_tables if k[0] == event.name]
+            stale = {k: t for k, t in self.row_tables.items() if k[0] == event.name}
             for key in stale:
                 del self.row_tables[key]
             self.too_big = {k for k in self.too_big if k[0] != event.name}
             if event.type == "registered" and event.manifest is not None:
                 await self.create_view(event.manifest)
-                for key in stale:  # in use: load the new rows now, not on the next search
-                    task = asyncio.create_task(self.warm_rows(*key))
+                for key, old in stale.items():  # in use: load the new rows now, not on use
+                    task = asyncio.create_task(self.warm_rows(*key, old, event))
                     self.warming.add(task)
                     task.add_done_callback(self.warming.discard)
             else:
@@ -241,23 +242,59 @@ class QueryWorker(Worker):
         if key in self.row_tables:
             self.row_tables.move_to_end(key)
             return self.row_tables[key]
-        budget = self.rt.settings.query.row_cache_bytes
         if key in self.too_big:
             return None
         version = self.versions.get(dataset)
         rt = await asyncio.to_thread(self.load_rows, dataset, id_column)
-        if self.versions.get(dataset) != version:  # changed while loading: use, don't keep
-            return rt
+        if self.versions.get(dataset) == version:  # changed while loading: use, don't keep
+            self.keep(key, rt)
+        return rt
+
+    def keep(self, key: tuple[str, str], rt: RowTable) -> None:
+        budget = self.rt.settings.query.row_cache_bytes
         if rt.nbytes > budget:
             self.too_big.add(key)
-            return rt
+            return
         self.row_tables[key] = rt
         while sum(t.nbytes for t in self.row_tables.values()) > budget:
             self.row_tables.popitem(last=False)
-        return rt
 
-    async def warm_rows(self, dataset: str, id_column: str) -> None:
+    async def warm_rows(
+        self, dataset: str, id_column: str, old: RowTable, event: CatalogEvent
+    ) -> None:
+        """Rows of the dataset's new revision: for an upsert by the same key, the old copy
+        less the delete set's keys plus the new object's rows (the unchanged objects are not
+        read again); otherwise loaded whole."""
+        key = (dataset, id_column)
         try:
+            version = self.versions.get(dataset)
+            m, change = event.manifest, event.change
+            if (
+                m is not None
+                and change is not None
+                and change.mode == "upsert"
+                and change.schema_change is None
+                and m.key == id_column
+            ):
+                new = [o for o in m.objects if o.revision == m.revision]
+                gone = [d for d in m.deletes if d.revision == m.revision]
+                paths = [
+                    [str(await self.rt.storage.readable_path(o.key, self.cache)) for o in objs]
+                    for objs in (new, gone)
+                ]
+                started = time.perf_counter()
+                rt = await asyncio.to_thread(old.follow, *paths)
+                if self.versions.get(dataset) == version and key not in self.row_tables:
+                    self.keep(key, rt)
+                    log.info(
+                        "rows followed the upsert",
+                        extra={
+                            "dataset": dataset,
+                            "rows": rt.table.num_rows,
+                            "ms": round((time.perf_counter() - started) * 1000, 1),
+                        },
+                    )
+                    return
             await self.row_table(dataset, id_column)
         except Exception as exc:  # the next lookup reports it
             log.warning("rows not preloaded", extra={"dataset": dataset, "error": str(exc)})

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lakehouse.tables.sqljson import table_rows
 
@@ -54,6 +55,21 @@ class RowTable:
             if len(col) and (pc.mean(pc.utf8_length(col)).as_py() or 0) > LONG_MEAN
         ]
         return cls(table, types, id_column, positions, long)
+
+    def follow(self, added: list[str], delete_sets: list[str]) -> RowTable:
+        """These rows after an upsert: less the keys in ``delete_sets``, plus the rows of
+        the ``added`` data objects (Parquet files with the same columns)."""
+        table = self.table
+        if delete_sets:
+            gone = pa.concat_arrays(
+                [pq.read_table(p, columns=["key"])["key"].combine_chunks() for p in delete_sets]
+            )
+            ids = pc.cast(table[self.id_column], pa.string())
+            table = table.filter(pc.invert(pc.is_in(ids, value_set=gone)))
+        if added:
+            new = pq.read_table(added).select(table.column_names).cast(table.schema)
+            table = pa.concat_tables([table, new])
+        return RowTable.build(table, self.types, self.id_column)
 
     @property
     def nbytes(self) -> int:
