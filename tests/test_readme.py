@@ -72,6 +72,15 @@ def test_ingest_sql_and_nats_examples_run(make_stack: Callable[..., Stack]) -> N
     assert '"row_count":2' in out.stdout.replace(" ", "")
     assert '[["Alice"],["Bob"]]' in out.stdout.replace(" ", "")
 
+    [weekly] = blocks("sh example-weekly")
+    out = run_block(weekly, stack.base)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.replace(" ", "")
+    assert '"mode":"upsert","inserted":1,"updated":1,"deleted":1' in text, text
+    assert '"added":["badge"],"widened":{"rate":"float64"}' in text
+    assert '[[1,18.5,"B1"],[2,19.0,null],[4,21.0,"B4"]]' in text
+    assert "[[1,18],[2,19],[3,20]]" in text  # revision 1, as it was
+
     [code] = blocks("python example-nats")
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)
