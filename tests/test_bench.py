@@ -41,6 +41,8 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         "embedding throughput (texts/s)",
         "text → top-K p50, cached (ms)",
         "auto-embed 200 rows end to end (s)",
+        "upsert next week's export, diff + register (s)",
+        "upsert: texts re-embedded",
     ):
         assert needed in names, needed
     for r in rows:

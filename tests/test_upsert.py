@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from lakehouse.devtools.datagen import generate
+from lakehouse.devtools.datagen import generate, next_week
 from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 from lakehouse.platform.storage import open_storage
@@ -31,37 +31,6 @@ CHECK = (
 )
 
 BADGE = "coalesce(badge, '')"
-
-
-def weekly_export(src: Path, dst: Path, *, rows: int) -> dict[str, int]:
-    """The next week's export of ``src``: 2% of the workers changed (half moved city, which
-    the embedded text shows; half a new phone, which it does not), 0.5% gone, 1% new, and a
-    new column ``badge`` (set on new and changed rows). Returns the counts it made."""
-    changed, gone, new = rows // 50, rows // 200, rows // 100
-    con = duckdb.connect()
-    con.execute(f"CREATE TABLE w AS SELECT * FROM read_csv('{src}', all_varchar = true)")
-    con.execute("ALTER TABLE w ADD COLUMN badge VARCHAR DEFAULT ''")
-    # worker ids 1..rows; the choices are fixed strides, so they never overlap
-    con.execute(
-        f"UPDATE w SET city = city || ' Heights', badge = 'B' || worker_id "
-        f"WHERE CAST(worker_id AS BIGINT) % 100 = 7 "
-        f"AND CAST(worker_id AS BIGINT) <= {changed * 50}"
-    )
-    con.execute(
-        f"UPDATE w SET phone = '555-000-' || worker_id, badge = 'P' || worker_id "
-        f"WHERE CAST(worker_id AS BIGINT) % 100 = 57 "
-        f"AND CAST(worker_id AS BIGINT) <= {changed * 50}"
-    )
-    con.execute(
-        f"INSERT INTO w SELECT * REPLACE (CAST(CAST(worker_id AS BIGINT) + {rows} AS VARCHAR) "
-        f"AS worker_id, 'N' || worker_id AS badge) FROM w WHERE CAST(worker_id AS BIGINT) <= {new}"
-    )
-    con.execute(
-        f"DELETE FROM w WHERE CAST(worker_id AS BIGINT) % 200 = 101 AND "
-        f"CAST(worker_id AS BIGINT) <= {gone * 200}"
-    )
-    con.execute(f"COPY (SELECT * FROM w ORDER BY CAST(worker_id AS BIGINT)) TO '{dst}' (HEADER)")
-    return {"text_changed": changed // 2, "changed": changed, "gone": gone, "new": new}
 
 
 def truth(csv: Path, *, badge: bool) -> list[Any]:
@@ -102,7 +71,7 @@ def test_weekly_upsert_100k_with_new_column_time_travel_compaction_and_gc(
     rows = 100_000
     week1, week2 = tmp_path / "week1.csv", tmp_path / "week2.csv"
     generate(week1, rows, seed=15)
-    made = weekly_export(week1, week2, rows=rows)
+    made = next_week(week1, week2, rows=rows)
     with stack.client(timeout=300) as c:
         r = c.post("/v1/ingest", params={"name": "staff"}, content=week1.read_bytes())
         assert r.status_code == 200, r.text
@@ -163,7 +132,7 @@ def test_weekly_upsert_100k_with_new_column_time_travel_compaction_and_gc(
 def test_upsert_re_embeds_only_the_rows_whose_text_changed(stack: Stack, tmp_path: Path) -> None:
     week1, week2 = tmp_path / "week1.csv", tmp_path / "week2.csv"
     generate(week1, 300, seed=16)
-    made = weekly_export(week1, week2, rows=300)  # 3 moved, 3 new phones, 1 gone, 3 new
+    made = next_week(week1, week2, rows=300)  # 3 moved, 3 new phones, 1 gone, 3 new
     embed = {
         "embed_index": "crew",
         "id_column": "worker_id",

@@ -273,3 +273,35 @@ def generate(
         if buf:  # rows == 0: header only
             written += f.write(("\n".join(buf) + "\n").encode("utf-8"))
     return written
+
+
+def next_week(src: Path, dst: Path, rows: int) -> dict[str, int]:
+    """The next weekly export of ``generate(src, rows)``, for upsert tests and the benchmark:
+    2% of the workers changed (half moved city, which an embedded "{role} in {city}" text
+    shows; half a new phone, which it does not), 0.5% gone, 1% new (ids above ``rows``), and a
+    new column ``badge`` (set on the new and changed rows, empty elsewhere). The choices are
+    fixed strides of the worker id, so they never overlap. Returns the counts made."""
+    import duckdb  # only the tests and the benchmark need it here
+
+    changed, gone, new = rows // 50, rows // 200, rows // 100
+    wid = "CAST(worker_id AS BIGINT)"
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE w AS SELECT * FROM read_csv('{src}', all_varchar = true)")
+    con.execute("ALTER TABLE w ADD COLUMN badge VARCHAR DEFAULT ''")
+    upto = changed * 50
+    con.execute(
+        f"UPDATE w SET city = city || ' Heights', badge = 'B' || worker_id "
+        f"WHERE {wid} % 100 = 7 AND {wid} <= {upto}"
+    )
+    con.execute(
+        f"UPDATE w SET phone = '555-000-' || worker_id, badge = 'P' || worker_id "
+        f"WHERE {wid} % 100 = 57 AND {wid} <= {upto}"
+    )
+    con.execute(
+        f"INSERT INTO w SELECT * REPLACE (CAST({wid} + {rows} AS VARCHAR) AS worker_id, "
+        f"'N' || worker_id AS badge) FROM w WHERE {wid} <= {new}"
+    )
+    con.execute(f"DELETE FROM w WHERE {wid} % 200 = 101 AND {wid} <= {gone * 200}")
+    con.execute(f"COPY (SELECT * FROM w ORDER BY {wid}) TO '{dst}' (HEADER)")
+    con.close()
+    return {"text_changed": changed // 2, "changed": changed, "gone": gone, "new": new}

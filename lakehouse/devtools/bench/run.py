@@ -16,10 +16,11 @@ import psutil
 
 from lakehouse.devtools.bench import workloads as W
 from lakehouse.devtools.bench.filtered import filtered
+from lakehouse.devtools.bench.upsert import upsert
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.stack import Stack
 
-WORKLOADS = ("ingest", "sql", "vectors", "filtered", "texts", "auto-embed")
+WORKLOADS = ("ingest", "sql", "upsert", "vectors", "filtered", "texts", "auto-embed")
 
 
 def fmt(v: float | None) -> str:
@@ -51,10 +52,12 @@ def run(
     only: set[str] | None = None,
     *,
     filtered_size: tuple[int, int, int] = (100_000, 384, 200),
+    upsert_rows: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """``only``: a subset of WORKLOADS to run (default: all); ``filtered_size``: vectors,
-    dimension and queries per selectivity of the filtered workload. The table goes to stdout (to
+    dimension and queries per selectivity of the filtered workload; ``upsert_rows``: rows of
+    the upsert workload's dataset (default ``rows``). The table goes to stdout (to
     stderr when ``quiet``); returns the header and rows, also written to ``json_out``."""
     started = time.monotonic()
     stream = sys.stderr if quiet else sys.stdout
@@ -83,6 +86,9 @@ def run(
                 if want("sql"):
                     out += W.sql(stack, parquet, rows, sql_runs)
                 say(table(out))
+            if want("upsert"):
+                out += upsert(stack, upsert_rows or rows, work)
+                say(table(out[-3:]))
             if want("vectors"):
                 out += W.vectors(stack, vectors, dim)
                 say(table(out[-4:]))

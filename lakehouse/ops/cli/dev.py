@@ -45,14 +45,16 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option(
-            help="CI size: 20K rows, 20K×128 vectors (filtered: 10K×64, 30 queries), 200 texts."
+            help="CI size: 20K rows, 20K×128 vectors (filtered: 10K×64, 30 queries), 200 texts, "
+            "upsert of 2K rows."
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
     only: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated subset: ingest, sql, vectors, filtered, texts, auto-embed."
+            help="Comma-separated subset: ingest, sql, upsert, vectors, filtered, texts, "
+            "auto-embed."
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -65,9 +67,11 @@ def bench(
     unknown = (chosen or set()) - set(WORKLOADS)
     if unknown:
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
+    upsert_rows = None
     if quick:
         rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
         filtered_vectors, filtered_dim, filtered_queries = 10_000, 64, 30
+        upsert_rows = 2_000
     result = run(
         rows,
         vectors,
@@ -78,6 +82,7 @@ def bench(
         out,
         chosen,
         filtered_size=(filtered_vectors, filtered_dim, filtered_queries),
+        upsert_rows=upsert_rows,
         quiet=json_out,
     )
     if json_out:
