@@ -154,11 +154,12 @@ class CatalogWorker(Worker):
         summary = req.change or ChangeSummary(mode=req.mode)
         if cur is not None and req.mode in ("append", "upsert"):
             have = {o.key for o in old}
-            objects = [*old, *(o for o in new if o.key not in have)]
+            added = [o for o in new if o.key not in have]  # identical content: already there
+            objects = [*old, *added]
             deletes = [*old_deletes, *(d.model_copy(update=stamp) for d in req.deletes)]
             replaced: list[ObjectRef] = []
             if req.mode == "append":
-                summary = ChangeSummary(mode="append", inserted=new_rows)
+                summary = ChangeSummary(mode="append", inserted=sum(o.rows for o in added))
             row_count = rows_before + summary.inserted - summary.deleted
         else:
             objects, deletes = new, []
