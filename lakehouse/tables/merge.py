@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakehouse.tables.evolve import evolve
@@ -121,10 +122,13 @@ def diff(
         _check_keys(con, src, key)
         k = ident(key)
         final = ", ".join(ident(c.name) for c in columns)
+        # nv: the upload in the final columns (read from the file, never copied); n: its
+        # keys and row hashes.
         con.execute(
-            f"CREATE TEMP TABLE n AS SELECT *, hash({final}) AS __h FROM (SELECT "
-            f"{_projection(columns, set(names))}, CAST({k} AS VARCHAR) AS __k FROM {src})"
+            f"CREATE TEMP VIEW nv AS SELECT {_projection(columns, set(names))}, "
+            f"CAST({k} AS VARCHAR) AS __k FROM {src}"
         )
+        con.execute(f"CREATE TEMP TABLE n AS SELECT __k, hash({final}) AS __h FROM nv")
         if current_view is not None:
             con.execute(current_view)
             have = {c.name for c in current_columns}
@@ -157,7 +161,9 @@ def diff(
         ).fetchone() or (0, 0)
         data_rows = int(inserted) + int(updated)
         if data_rows or change is not None:  # a schema change is recorded by an object
-            _copy(con, f"SELECT {final} FROM n SEMI JOIN changed USING (__k)", out / "data.parquet")
+            _copy(
+                con, f"SELECT {final} FROM nv SEMI JOIN changed USING (__k)", out / "data.parquet"
+            )
         delete_keys = int(updated) + int(gone_keys)
         if delete_keys:
             _copy(
@@ -200,9 +206,9 @@ def _embed_rows(
     if everything:
         select = (
             f"SELECT {final} FROM cur WHERE __k NOT IN (SELECT __k FROM changed) "
-            f"AND __k NOT IN (SELECT __k FROM gone) UNION ALL SELECT {final} FROM n"
+            f"AND __k NOT IN (SELECT __k FROM gone) UNION ALL SELECT {final} FROM nv"
             if current
-            else f"SELECT {final} FROM n"
+            else f"SELECT {final} FROM nv"
         )
         _copy(con, select, dst)
         return int(pq.read_metadata(dst).num_rows)
@@ -211,7 +217,7 @@ def _embed_rows(
     texts_differ: list[str] = []
     if current:
         pairs: dict[str, list[str]] = {}
-        for side in ("cur", "n"):
+        for side in ("cur", "nv"):
             rows = con.sql(
                 f"SELECT __k, {cols} FROM {side} SEMI JOIN "
                 f"(SELECT __k FROM changed WHERE NOT new) c USING (__k)"
@@ -219,12 +225,10 @@ def _embed_rows(
             for row in rows.to_pylist():
                 pairs.setdefault(row.pop("__k"), []).append(render(template, row))
         texts_differ = [k for k, texts in pairs.items() if len(set(texts)) > 1]
-    con.execute("CREATE TEMP TABLE reembed (__k VARCHAR)")
-    if texts_differ:
-        con.executemany("INSERT INTO reembed VALUES (?)", [(k,) for k in texts_differ])
+    con.register("reembed", pa.table({"__k": pa.array(texts_differ, pa.string())}))
     _copy(
         con,
-        f"SELECT {final} FROM n SEMI JOIN (SELECT __k FROM changed WHERE new "
+        f"SELECT {final} FROM nv SEMI JOIN (SELECT __k FROM changed WHERE new "
         f"UNION ALL SELECT __k FROM reembed) c USING (__k)",
         dst,
     )
