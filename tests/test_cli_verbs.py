@@ -1,5 +1,6 @@
 """The verbs for people (ingest, sql, search, datasets, jobs) against a real gateway over
-HTTP, run as ``lakehouse`` subprocesses with ``--url``; one stack for the module."""
+HTTP, run as ``lakehouse`` subprocesses with ``--url``; one stack for the module (``compact``
+too, which talks to NATS)."""
 
 from __future__ import annotations
 
@@ -202,6 +203,40 @@ def test_datasets_lists_and_describes_with_history(stack: Stack) -> None:
 
 @pytest.mark.slow
 @pytest.mark.stack(kinds=ALL, shared=True)
+def test_upsert_by_key_prints_its_counts_then_compact_rewrites_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    rows = [f"{i},worker {i},{'Peoria' if i % 2 else 'Austin'}" for i in range(1, 21)]
+    first, changed = tmp_path / "roster.csv", tmp_path / "roster2.csv"
+    first.write_text("id,name,city\n" + "\n".join(rows) + "\n")
+    # Row 1 changes (with a new column), 2-19 stay as they are, 20 is gone, 21 is new.
+    kept = [f"{r}," for r in rows[1:19]]
+    changed.write_text(
+        "\n".join(["id,name,city,level", "1,worker 1,Boston,lead", *kept, "21,x,Gary,"])
+    )
+    ok(lakehouse(stack.base, ["ingest", str(first), "--name", "roster"])[0])
+    argv = ["ingest", str(changed), "--name", "roster", "--mode", "upsert", "--key", "id"]
+    [upsert] = lakehouse(stack.base, [*argv, "--delete-missing", "--schema", "evolve"])
+    assert ok(upsert).splitlines() == [
+        "roster: 2 rows ingested (upsert); dataset has 20 rows at revision 2",
+        "inserted 1, updated 1, deleted 1",
+        "schema: added level",
+    ]
+    assert stack.cli("compact", "roster").strip() == (
+        "compacted roster: revision 2 -> 3, 2 objects + 1 delete set -> 1 object, 20 rows"
+    )
+    with stack.client() as c:
+        again, missing = c.post("/v1/catalog/roster/compact"), c.post("/v1/catalog/no/compact")
+        page = c.get("/datasets/roster").text
+    assert again.status_code == 200, again.text
+    after = again.json()["manifest"]  # nothing left to compact: the same revision
+    assert (after["revision"], len(after["objects"]), after["deletes"]) == (3, 1, [])
+    assert missing.status_code == 404 and missing.json()["error"] == "not found"
+    assert "+1 ~1 −1" in page and "added level" in page  # the revisions' changes
+
+
+@pytest.mark.slow
+@pytest.mark.stack(kinds=ALL, shared=True)
 def test_a_failed_job_and_a_4xx_are_one_line_exit_2(stack: Stack, tmp_path: Path) -> None:
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n3,4\n5\n")
@@ -234,12 +269,14 @@ def test_usage_errors_are_one_line_without_a_gateway(tmp_path: Path) -> None:
         ["sql", "SELECT 1", "--format", "parquet"],
         ["ingest", str(tmp_path / "none.csv"), "--name", "x"],
         ["ingest", str(tmp_path), "--name", "x", "--embed-index", "x"],
+        ["ingest", str(tmp_path), "--name", "x", "--mode", "upsert"],
     )
     messages = [one_line_error(o) for o in outs]
     assert messages == [
         "error: --format parquet needs -o FILE",
         f"error: no such file: {tmp_path / 'none.csv'}",
         "error: --embed-index, --id-column and --text-template go together",
+        "error: --mode upsert needs --key COLUMN",
     ]
 
 

@@ -9,6 +9,7 @@ sizes (200K rows, 100K vectors, 20K texts)."""
 from __future__ import annotations
 
 import asyncio
+import csv as csvlib
 import json
 import random
 import signal
@@ -28,8 +29,9 @@ from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import SeaweedS3, wait_until
 from lakehouse.devtools.stack import Stack
-from lakehouse.ops.verify import expected_index_digest
+from lakehouse.ops.verify import CHECKSUM_SQL, expected_index_digest
 from lakehouse.platform.config import merged
+from lakehouse.tables.views import DUCK_TYPES
 from lakehouse.vectors import batches
 from tests.support.recovery import record
 
@@ -57,9 +59,9 @@ def make_stack(root: Path, kinds: tuple[str, ...], **kw: Any) -> Stack:
     return Stack(root / "stack", overrides=overrides, **kw).start(kinds)
 
 
-def post_ingest(stack: Stack, name: str, csv: Path) -> str:
+def post_ingest(stack: Stack, name: str, csv: Path, params: str = "") -> str:
     with stack.client() as c, csv.open("rb") as fh:
-        r = c.post(f"/v1/ingest?name={name}&wait=0", content=fh)
+        r = c.post(f"/v1/ingest?name={name}&wait=0{params}", content=fh)
     assert r.status_code in (200, 202), r.text
     return str(r.json()["job_id"])
 
@@ -109,29 +111,103 @@ def verify(stack: Stack, tmp: Path, expect: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def no_orphans(stack: Stack) -> None:
-    """After gc, every stored data object is referenced by a manifest, and staging is empty."""
-    stack.cli("gc", "--grace", "0")
+def object_keys(manifest: dict[str, Any]) -> set[str]:
+    return {o["key"] for o in [*manifest["objects"], *manifest.get("deletes", [])]}
+
+
+def history(stack: Stack, name: str) -> list[dict[str, Any]]:
     with stack.client() as c:
-        keys = {
+        r = c.get(f"/v1/catalog/{name}/history")
+    assert r.status_code == 200, r.text
+    return r.json()["events"]  # type: ignore[no-any-return]
+
+
+def no_orphans(stack: Stack) -> None:
+    """After gc, every data object and delete set of a current manifest is stored, nothing
+    is stored that no retained revision (each dataset's last ``catalog.keep_revisions``, kept
+    for time travel) references, and staging is empty."""
+    stack.cli("gc", "--grace", "0")
+    keep = stack.settings.catalog.keep_revisions
+    with stack.client() as c:
+        stored = {
             o["key"]
             for prefix in ("datasets/", "staging/")
             for o in c.get("/v1/storage", params={"prefix": prefix}).json()["objects"]
         }
-        referenced = {
-            o["key"] for d in c.get("/v1/catalog").json()["datasets"] for o in d["objects"]
-        }
-    assert keys == referenced
+        current = c.get("/v1/catalog").json()["datasets"]
+    live = set().union(*(object_keys(d) for d in current))
+    retained = set(live)
+    for d in current:
+        life: list[dict[str, Any]] = []  # the revisions since the dataset's last delete
+        for e in history(stack, d["name"]):
+            life = [] if e["type"] == "deleted" else [*life, e["manifest"]]
+        retained |= set().union(*(object_keys(m) for m in life[-keep:]))
+    assert live <= stored, f"gc removed objects in use: {sorted(live - stored)}"
+    assert stored <= retained, f"orphans left after gc: {sorted(stored - retained)}"
 
 
-def dataset_recovered(stack: Stack, tmp: Path, name: str, csv: Path) -> dict[str, Any]:
-    """The checks every ingest row ends with; returns verify's report."""
+def dataset_recovered(
+    stack: Stack, tmp: Path, name: str, csv: Path, *, exact: bool = False
+) -> dict[str, Any]:
+    """The checks every ingest row ends with (``exact``: verify's content checksum too);
+    returns verify's report."""
     check_dataset(stack, name, csv)
-    rows, _ = csv_truth(csv)
-    report = verify(stack, tmp, {"datasets": {name: {"row_count": rows}}})
+    want = csv_expectation(stack, name, csv) if exact else {"row_count": csv_truth(csv)[0]}
+    report = verify(stack, tmp, {"datasets": {name: want}})
     no_orphans(stack)
+    check_dataset(stack, name, csv)  # gc took nothing the dataset still reads
     assert stack.healthy()
     return report
+
+
+def csv_expectation(stack: Stack, name: str, csv: Path) -> dict[str, Any]:
+    """Row count and verify's content checksum of ``csv`` computed by DuckDB from the file,
+    each cell typed as the dataset's column (the converter's rule: an empty cell is '' in a
+    string column, null in the others)."""
+    with stack.client() as c:
+        columns = c.get(f"/v1/catalog/{name}").json()["columns"]
+    cells = ", ".join(
+        f"coalesce({q}, '') AS {q}"
+        if col["type"] == "string"
+        else f"CAST({q} AS {DUCK_TYPES[col['type']]}) AS {q}"
+        for col in columns
+        for q in ['"' + col["name"] + '"']
+    )
+    src = f"(SELECT {cells} FROM read_csv('{csv}', header = true, all_varchar = true))"
+    with duckdb.connect() as db:
+        got = db.execute(CHECKSUM_SQL.format(src=src)).fetchone()
+    assert got is not None
+    return {"row_count": int(got[0]), "checksum": str(got[1])}
+
+
+UPSERT = "&mode=upsert&key=worker_id&delete_missing=true&schema=evolve"
+NO_FAULTS = {"LAKEHOUSE_FAULTS": "{}"}  # a process of a stack with fault points, without them
+
+
+def next_export(src: Path, dst: Path) -> dict[str, int]:
+    """The next export of ``src`` (worker ids 1..n): every 20th worker renamed, every 50th
+    gone (disjoint strides), 1% new (copies of the first rows under new ids). Returns the
+    counts an upsert of it with ``delete_missing`` makes."""
+    with src.open(newline="") as fh:
+        header, *rows = list(csvlib.reader(fh))
+    wid, name = header.index("worker_id"), header.index("name")
+    top = max(int(r[wid]) for r in rows)
+    kept, updated, deleted = [], 0, 0
+    for r in rows:
+        i = int(r[wid])
+        if i % 50 == 3:
+            deleted += 1
+            continue
+        if i % 20 == 1:
+            r = [*r[:name], r[name] + " Jr.", *r[name + 1 :]]
+            updated += 1
+        kept.append(r)
+    new = [
+        [*r[:wid], str(top + 1 + k), *r[wid + 1 :]] for k, r in enumerate(rows[: len(rows) // 100])
+    ]
+    with dst.open("w", newline="") as fh:
+        csvlib.writer(fh, lineterminator="\n").writerows([header, *kept, *new])
+    return {"inserted": len(new), "updated": updated, "deleted": deleted}
 
 
 def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
@@ -215,10 +291,11 @@ def rng() -> random.Random:
     return random.Random(SEED)
 
 
-@pytest.fixture
-def workers_csv(tmp_path_factory: pytest.TempPathFactory, full: bool) -> Path:
+@pytest.fixture(scope="module")
+def workers_csv(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Generated once for the module (rows only read it; a change goes to a copy)."""
     path = tmp_path_factory.mktemp("csv") / "workers.csv"
-    generate(path, sizes(full)["rows"], seed=11)
+    generate(path, sizes(bool(request.config.getoption("--full")))["rows"], seed=11)
     return path
 
 
@@ -267,6 +344,94 @@ def test_ingest_kill_9_catalog_around_event_publish(
         report = dataset_recovered(stack, tmp_path, "crash_catalog", workers_csv)
         assert report["datasets"]["crash_catalog"]["revision"] == 1  # registered exactly once
         record(f"ingest: kill -9 catalog worker at {point}", took, "1 revision, mirror ok")
+    finally:
+        stack.stop()
+
+
+# ---- upsert and compaction ----------------------------------------------------------
+def test_upsert_kill_9_ingest_worker_before_register(tmp_path: Path, workers_csv: Path) -> None:
+    # Only the ingest worker reaches the fault point; the one restarted has no faults. A
+    # short ack wait: the killed delivery comes back as soon as the new worker is up.
+    faults = {"faults": {"ingest.upsert.before_register": "kill"}, "workers": {"ack_wait": 2.0}}
+    stack = make_stack(tmp_path, ("catalog", "ingest", "query"), overrides=faults)
+    try:
+        [faulty] = stack.procs["ingest"]
+        wait_job(stack, post_ingest(stack, "crash_upsert", workers_csv))  # replace: no upsert
+        week2 = tmp_path / "week2.csv"
+        counts = next_export(workers_csv, week2)
+        job = post_ingest(stack, "crash_upsert", week2, UPSERT)
+        faulty.wait(120)  # the fault point kills it: upsert objects stored, not registered
+        assert faulty.returncode == -signal.SIGKILL
+        stack.procs.pop("ingest")
+        assert job_state(stack, job)["state"] == "running"
+        assert [e["revision"] for e in history(stack, "crash_upsert")] == [1]
+        began = time.monotonic()
+        stack.spawn("ingest", "worker", "ingest", env=NO_FAULTS)
+        result = wait_job(stack, job)["result"]  # redelivered, diffed again, registered
+        took = time.monotonic() - began
+        assert {k: result[k] for k in counts} == counts
+        report = dataset_recovered(stack, tmp_path, "crash_upsert", week2, exact=True)
+        events = history(stack, "crash_upsert")
+        upserts = [e for e in events if (e["change"] or {}).get("mode") == "upsert"]
+        assert [e["revision"] for e in events] == [1, 2] and len(upserts) == 1
+        assert upserts[0]["manifest"]["last_request"] == job
+        assert sorted(report["datasets"]["crash_upsert"]["revisions"]) == ["1", "2"]
+        record(
+            "upsert: kill -9 ingest worker before register",
+            took,
+            f"1 upsert revision, {result['dataset_rows']} rows exact (checksum)",
+        )
+    finally:
+        stack.stop()
+
+
+def test_compact_kill_9_catalog_worker_before_register(tmp_path: Path, workers_csv: Path) -> None:
+    # The upsert deletes ~7% of the rows: past this ratio, so the catalog compacts after it.
+    # Only the catalog worker reaches the fault point; the one restarted has no faults.
+    low = {
+        "catalog": {"compact_deleted_ratio": 0.05},
+        "faults": {"catalog.compact.before_register": "kill"},
+    }
+    stack = make_stack(tmp_path, ("catalog", "ingest", "query"), overrides=low)
+    name = "crash_compact"
+    try:
+        [faulty] = stack.procs["catalog"]
+        wait_job(stack, post_ingest(stack, name, workers_csv))
+        week2 = tmp_path / "week2.csv"
+        next_export(workers_csv, week2)
+        job = post_ingest(stack, name, week2, UPSERT)
+        faulty.wait(120)  # the compaction after the upsert dies: object stored, not registered
+        assert faulty.returncode == -signal.SIGKILL
+        stack.procs.pop("catalog")
+        objects = stack.settings.data_dir / "objects"
+        stored = {str(p) for p in (objects / "datasets" / name).rglob("*") if p.is_file()}
+        began = time.monotonic()
+        stack.spawn("catalog", "worker", "catalog", env=NO_FAULTS)  # compacts again at start
+
+        def compacted() -> dict[str, Any] | None:
+            r = httpx.get(f"{stack.base}/v1/catalog/{name}", timeout=10)
+            m: dict[str, Any] = r.json() if r.status_code == 200 else {}
+            return m if m and not m["deletes"] and m["revision"] > 2 else None
+
+        manifest = wait_until(compacted, timeout=60, interval=0.1, what="compaction")
+        took = time.monotonic() - began
+        wait_job(stack, job)
+        report = dataset_recovered(stack, tmp_path, name, week2, exact=True)
+        events = history(stack, name)
+        modes = [(e["revision"], (e["change"] or {}).get("mode")) for e in events]
+        assert modes == [(1, "replace"), (2, "upsert"), (3, "compact")], modes
+        assert len(manifest["objects"]) == 1 and manifest["revision"] == 3
+        assert sorted(report["datasets"][name]["revisions"]) == ["1", "2", "3"]
+        # The object the killed compaction stored: the retry wrote the same bytes (content
+        # addressed, so it is the registered one), or gc swept it (no_orphans above).
+        orphan = stored - {str(objects / k) for e in events[:2] for k in object_keys(e["manifest"])}
+        assert len(orphan) == 1, orphan
+        again = "re-used" if orphan.pop().endswith(manifest["objects"][0]["key"]) else "swept"
+        record(
+            "compact: kill -9 catalog worker before register",
+            took,
+            f"compacted on restart, {manifest['row_count']} rows exact, first object {again}",
+        )
     finally:
         stack.stop()
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.stack import Stack
+from lakehouse.ops.replay import CatalogFold
 from lakehouse.ops.verify import CHECKSUM_SQL
+from lakehouse.platform.streams import Record
 from lakehouse.vectors.partition import Partition
+from schemas.catalog import CatalogEvent, ChangeSummary, ColumnSpec, ObjectRef, RegisterRequest
 from schemas.vectors import IndexSpec
 from tests.test_vector_recovery import load
 
@@ -77,6 +81,12 @@ def test_replay_and_verify(stack: Stack, tmp_path: Path) -> None:
     assert report["ok"], report["diffs"]
     assert sorted(report["datasets"]) == ["alpha", "gamma"]
     assert report["datasets"]["alpha"]["revision"] == 2
+    # Every kept revision too, the live side through time travel (as_of): the replaced one
+    # and the one an append extended.
+    for name, counts in (("alpha", {"1": 300, "2": 120}), ("gamma", {"1": 10, "2": 15})):
+        revisions = report["datasets"][name]["revisions"]
+        assert {r: v["row_count"] for r, v in revisions.items()} == counts
+        assert revisions["2"]["checksum"] == report["datasets"][name]["checksum"]
     assert report["indexes"]["vec"]["count"] == N - 90
 
     # Catalog from sequence 1 into an isolated state: the live views, exactly.
@@ -136,9 +146,15 @@ def test_replay_and_verify(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "wrong.json").write_text(json.dumps({"datasets": {"alpha": {"row_count": 121}}}))
     text = stack.cli("verify", "--expect", str(tmp_path / "wrong.json"), rc=1)
     assert "dataset alpha row_count: expected 121, live 120" in text
-    manifest = json.loads(stack.cli("verify", "--json"))
-    assert manifest["ok"]
+    # An old revision whose object is gone (as gc collects it) is skipped, not a difference.
     root = stack.settings.data_dir / "objects"
+    with stack.client() as c:
+        first = c.get("/v1/catalog/alpha/history").json()["events"][0]["manifest"]
+    (root / first["objects"][0]["key"]).unlink()
+    manifest = json.loads(stack.cli("verify", "--json"))
+    assert manifest["ok"], manifest["diffs"]
+    assert manifest["datasets"]["alpha"]["collected"] == [1]
+    assert sorted(manifest["datasets"]["alpha"]["revisions"]) == ["2"]
     victim = next(iter(sorted((root / "datasets").rglob("*.parquet"))))
     victim.unlink()
     text = stack.cli("verify", rc=1)
@@ -166,3 +182,80 @@ def test_verify_names_the_partition_that_differs(stack: Stack) -> None:
     asyncio.run(drop_first_batch())
     text = stack.cli("verify", rc=1)
     assert "index lost partition" in text and "ids" in text
+
+
+def test_catalog_fold_checks_each_event_against_the_state_before_it() -> None:
+    """Events made by the catalog worker's own code fold without errors, and the fold keeps
+    the last N revisions (none once deleted); planted inconsistencies are each named."""
+    from workers.catalog import CatalogWorker
+
+    def obj(key: str, rows: int) -> ObjectRef:
+        return ObjectRef(key=key, size=100 + rows, rows=rows)
+
+    cols = [ColumnSpec(name="id", type="int64", nullable=False)]
+
+    def register(mode: str, objects: list[ObjectRef], **kw: Any) -> RegisterRequest:
+        return RegisterRequest(
+            request_id=f"r{len(events)}",
+            name="ds",
+            schema_fingerprint="fp",
+            columns=cols,
+            objects=objects,
+            mode=mode,  # type: ignore[arg-type]
+            **kw,
+        )
+
+    events: list[CatalogEvent] = []
+
+    def add(req: RegisterRequest) -> CatalogEvent:
+        last = events[-1] if events else None
+        cur = last.manifest if last is not None and last.type == "registered" else None
+        events.append(CatalogWorker.next_registration(req, cur, last.revision if last else 0))
+        return events[-1]
+
+    add(register("replace", [obj("o1", 10)]))
+    change = ChangeSummary(mode="upsert", inserted=1, updated=2, deleted=1)
+    add(register("upsert", [obj("o2", 3)], key="id", deletes=[obj("d2", 3)], base_revision=1,
+                 change=change))  # fmt: skip
+    add(register("append", [obj("o3", 5)]))
+    add(register("compact", [obj("o4", 15)], base_revision=3))
+    events.append(
+        CatalogEvent(type="deleted", name="ds", revision=5, at=events[-1].at, replaced_objects=[])
+    )
+    add(register("replace", [obj("o5", 7)]))
+    assert [e.manifest.row_count for e in events if e.manifest] == [10, 10, 15, 15, 7]
+
+    def folded(evs: list[CatalogEvent], keep: int = 2) -> CatalogFold:
+        cat = CatalogFold(keep)
+        for seq, e in enumerate(evs, 1):
+            cat.apply(Record(seq, "lakehouse.catalog.events.ds", e.model_dump_json().encode(), {}))
+        return cat
+
+    assert folded(events[:4]).errors == []
+    assert list(folded(events[:4]).revisions("ds")) == [3, 4]
+    assert list(folded(events[:4], keep=5).revisions("ds")) == [1, 2, 3, 4]
+    whole = folded(events)
+    assert whole.errors == [] and list(whole.revisions("ds")) == [6]
+    assert whole.history == {"ds": [1, 2, 3, 4, 5, 6]}
+    assert folded(events[2:]).errors == []  # a range starting mid-stream: nothing to compare
+
+    def planted(i: int, **manifest: Any) -> list[str]:
+        bad = [*events]
+        m = bad[i].manifest
+        assert m is not None
+        bad[i] = bad[i].model_copy(update={"manifest": m.model_copy(update=manifest)})
+        return folded(bad).errors
+
+    first, then = planted(1, row_count=11)  # the append after it no longer adds up either
+    assert first.startswith("seq 2: dataset ds revision 2: upsert: row count 11 != 10 before")
+    assert then.startswith("seq 3: dataset ds revision 3: append: row count 15 != 11 before")
+    [err] = planted(1, objects=events[1].manifest.objects[1:])  # type: ignore[union-attr]
+    assert "upsert dropped objects ['o1']" in err
+    [err] = planted(2, objects=events[2].manifest.objects[1:])  # type: ignore[union-attr]
+    assert "append dropped objects ['o1']" in err
+    [err] = planted(3, deletes=[obj("d2", 3)])
+    assert "compaction left 1 delete set(s)" in err
+    [err] = planted(3, row_count=14)
+    assert "compaction changed the row count 15 -> 14" in err
+    [err] = folded([events[0], events[2]]).errors
+    assert err == "seq 2: dataset ds revision 3: follows revision 1 (expected 2)"

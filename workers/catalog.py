@@ -243,6 +243,12 @@ class CatalogWorker(Worker):
                 raise NotFound(f"no dataset named {name!r}")
             if not cur.deletes and len(cur.objects) <= 1:
                 return RegisterReply(manifest=cur, existing=True, catalog_seq=entry.seq)
+            if not await catalog.readable(self.rt.storage, cur):
+                raise Conflict(
+                    f"dataset {name!r} revision {cur.revision} lists objects that are not in "
+                    "storage; it cannot be compacted",
+                    error="objects missing",
+                )
             started = asyncio.get_running_loop().time()
             with tempfile.TemporaryDirectory(prefix="lakehouse-compact-") as tmp:
                 work = Path(tmp)

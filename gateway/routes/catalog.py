@@ -1,6 +1,7 @@
 """Catalog routes (request/reply to the catalog worker): ``GET /v1/catalog`` lists,
 ``POST /v1/catalog`` registers, ``GET|DELETE /v1/catalog/{name}``,
-``GET /v1/catalog/{name}/history``."""
+``GET /v1/catalog/{name}/history``, ``POST /v1/catalog/{name}/compact`` (rewrites the rows,
+so it waits longer than the others: :data:`COMPACT_TIMEOUTS` request timeouts)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gateway.routes import state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
 from schemas.catalog import (
+    CompactRequest,
     DatasetList,
     DeleteReply,
     History,
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     from gateway.app import State
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+
+COMPACT_TIMEOUTS = 30
+"""A compaction reads and rewrites every row of the dataset: it may take this many
+``nats.request_timeout`` before the gateway gives up on it (504; it goes on in the worker)."""
 
 DatasetName = Annotated[S.Name, Path(description="Dataset name.", examples=["workers"])]
 
@@ -44,12 +50,13 @@ def json_response(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-async def ask(st: State, subject: str, payload: Any) -> bytes:
+async def ask(st: State, subject: str, payload: Any, *, timeouts: float = 1) -> bytes:
+    """The catalog worker's reply; it may take ``timeouts`` request timeouts."""
     return await call(
         st.require_nats(),
         subject,
         payload,
-        timeout=st.settings.nats.request_timeout,
+        timeout=st.settings.nats.request_timeout * timeouts,
         what="catalog",
     )
 
@@ -128,3 +135,33 @@ async def delete(name: DatasetName, st: State = Depends(state)) -> Response:
 )
 async def history(name: DatasetName, st: State = Depends(state)) -> Response:
     return json_response(await ask(st, S.CATALOG_HISTORY, NameRequest(name=name)))
+
+
+@router.post(
+    "/{name}/compact",
+    summary="Rewrite a dataset's rows into fresh objects without its delete sets",
+    response_class=Response,
+    responses={
+        200: {
+            "model": RegisterReply,
+            "description": "The manifest after compaction (a new revision), or the current one "
+            "unchanged when there was nothing to compact (one object, no delete sets).",
+        },
+        **errors.responses(
+            400,
+            404,
+            409,
+            503,
+            504,
+            _409="The dataset's objects cannot be read back (missing from storage): there is "
+            "nothing to rewrite them from.",
+            _503="Unavailable (NATS unreachable, no catalog worker, or the dataset kept changing "
+            "while it was compacted): retry after ``Retry-After`` seconds.",
+            _504="No answer in time; the compaction may still finish in the catalog worker.",
+        ),
+    },
+)
+async def compact(name: DatasetName, st: State = Depends(state)) -> Response:
+    raw = await ask(st, S.CATALOG_COMPACT, CompactRequest(name=name), timeouts=COMPACT_TIMEOUTS)
+    st.saw_catalog_seq(RegisterReply.model_validate_json(raw).catalog_seq)
+    return json_response(raw)

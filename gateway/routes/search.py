@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import errors
 from gateway.routes import state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
-from lakehouse.platform.errors import BadRequest, NotFound
+from lakehouse.platform.errors import BadRequest, LakehouseError
 from lakehouse.platform.rpc import call
 from lakehouse.tables import rows
 from lakehouse.vectors import idsets
@@ -137,7 +137,8 @@ async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> tuple[Id
             503,
             504,
             _400="Invalid request, a query of the wrong dimension, a filter that is not a valid "
-            "predicate, or a filter on an index without dataset/id_column.",
+            "predicate, or a filter on an index without dataset/id_column; `like` an item that "
+            "has no row.",
             _403="The filter reaches outside the datasets (the SQL sandbox).",
         ),
     },
@@ -218,8 +219,16 @@ async def attach_rows(
     words: list[str],
 ) -> None:
     """Give each hit its ``row`` (``fields``, default all but long text), a ``snippet`` of its
-    long text with the query's ``words`` marked, and the ``terms`` found in the row."""
-    reply = await fetch_rows(st, spec, [h["id"] for h in hits])
+    long text with the query's ``words`` marked, and the ``terms`` found in the row. When the
+    dataset itself is gone (deleted, or never registered), every ``row`` is null."""
+    try:
+        reply = await fetch_rows(st, spec, [h["id"] for h in hits])
+    except LakehouseError as exc:
+        if exc.status != 404:  # the query worker's "no dataset named ..."
+            raise
+        for hit in hits:
+            hit["row"] = None
+        return
     names = [c.name for c in reply.columns]
     if fields is not None and (unknown := [f for f in fields if f not in names]):
         raise BadRequest(f"unknown fields {unknown}; dataset {spec.dataset!r} has {names}")
@@ -241,9 +250,14 @@ async def like_text(st: State, spec: IndexSpec, item: str) -> str:
         raise BadRequest(
             f"index {spec.name!r} has no dataset/id_column/text_template to search like an item"
         )
-    reply = await fetch_rows(st, spec, [item])
-    if item not in reply.rows:
-        raise NotFound(f"no row with {spec.id_column} = {item!r} in {spec.dataset!r}")
+    try:
+        reply = await fetch_rows(st, spec, [item])
+    except LakehouseError as exc:
+        if exc.status != 404:
+            raise
+        raise BadRequest(f"like: the index's dataset {spec.dataset!r} does not exist") from None
+    if item not in reply.rows:  # a bad reference in the request, not a missing resource
+        raise BadRequest(f"like: no row with {spec.id_column} = {item!r} in {spec.dataset!r}")
     row = dict(zip((c.name for c in reply.columns), reply.rows[item], strict=True))
     return rows.render(spec.text_template, row)
 

@@ -1,14 +1,16 @@
-"""What the pages compute from datasets: filter controls and their predicate, result cards."""
+"""What the pages compute from datasets: filter controls and their predicate, result cards,
+the dataset page's upload options and how a revision changed the rows."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from lakehouse.platform.errors import BadRequest
 from lakehouse.tables.views import ident, literal
+from schemas.catalog import Mode, SchemaRule
 
 CHOICES = 60
 """A text column with at most this many distinct values is a drop-down; above, a "contains"
@@ -161,4 +163,66 @@ def segments(text: str, marks: list[list[int]]) -> list[tuple[str, bool]]:
         at = end
     if at < len(text):
         out.append((text[at:], False))
+    return out
+
+
+# ---- the dataset page: upload options, revisions -------------------------------------------
+@dataclass
+class Upload:
+    """The dataset page's upload form, checked: how the file changes the dataset."""
+
+    mode: Mode = "replace"
+    key: str | None = None
+    delete_missing: bool = False
+    schema: SchemaRule = "strict"
+    embed_index: str | None = None
+
+
+def upload_options(form: Mapping[str, Any], columns: list[str], indexes: list[str]) -> Upload:
+    """The form's fields (``mode``, ``key``, ``delete_missing``, ``schema``, ``embed_index``);
+    the key and the tick box apply to an upsert only (the form shows them all the time)."""
+    mode = str(form.get("mode") or "replace")
+    schema = str(form.get("schema") or "strict")
+    if mode not in get_args(Mode):
+        raise BadRequest(f"mode {mode!r}: replace, append or upsert")
+    if schema not in get_args(SchemaRule):
+        raise BadRequest(f"schema {schema!r}: strict, evolve or any")
+    out = Upload(mode=mode, schema=schema)  # type: ignore[arg-type]
+    if mode == "upsert":
+        out.key = str(form.get("key") or "").strip() or None
+        if out.key is None:
+            raise BadRequest("upsert by key needs a key column")
+        if out.key not in columns:
+            raise BadRequest(f"key column {out.key!r} is not a column of the dataset")
+        out.delete_missing = bool(form.get("delete_missing"))
+    embed = str(form.get("embed_index") or "").strip()
+    if embed:
+        if embed not in indexes:
+            raise BadRequest(f"no index {embed!r} made from this dataset")
+        out.embed_index = embed
+    return out
+
+
+def counts(change: Mapping[str, Any] | None) -> str:
+    """``+inserted ~updated −deleted`` of a revision or an ingest result ('' for a
+    compaction, whose rows do not change, and for an event without a summary)."""
+    if not change or change.get("mode") == "compact":
+        return ""
+    inserted, updated, deleted = (
+        int(change.get(k) or 0) for k in ("inserted", "updated", "deleted")
+    )
+    return f"+{inserted:,} ~{updated:,} −{deleted:,}"
+
+
+def columns_changed(change: Mapping[str, Any] | None) -> list[str]:
+    """The schema change of a revision or an ingest result, one phrase a kind:
+    ``added a, b``, ``widened rate → float64``, ``dropped c``."""
+    schema = (change or {}).get("schema_change") or {}
+    out = []
+    if schema.get("added"):
+        out.append("added " + ", ".join(schema["added"]))
+    if schema.get("widened"):
+        out.append("widened " + ", ".join(f"{c} → {t}" for c, t in schema["widened"].items()))
+    if schema.get("dropped"):
+        out.append("dropped " + ", ".join(schema["dropped"]))
     return out

@@ -153,6 +153,9 @@ class Client:
         name: str,
         *,
         mode: str = "replace",
+        key: str | None = None,
+        delete_missing: bool = False,
+        schema: str | None = None,
         wait: float = 0,
         embed_index: str | None = None,
         id_column: str | None = None,
@@ -160,15 +163,21 @@ class Client:
         on_bytes: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Stream ``path`` as the request body; ``on_bytes(n)`` after each chunk sent.
-        Answers the job (``{"job_id", ...}`` with ``wait=0``) or its result."""
+        ``mode="upsert"`` takes ``key`` (the key column) and ``delete_missing``; ``schema`` is
+        strict (the gateway's default), evolve or any. Answers the job (``{"job_id", ...}``
+        with ``wait=0``) or its result."""
         params: dict[str, Any] = {"name": name, "mode": mode, "wait": wait}
-        for key, value in (
+        if delete_missing:
+            params["delete_missing"] = "true"
+        for param, value in (
+            ("key", key),
+            ("schema", schema),
             ("embed_index", embed_index),
             ("id_column", id_column),
             ("text_template", text_template),
         ):
             if value is not None:
-                params[key] = value
+                params[param] = value
 
         async def chunks() -> AsyncIterator[bytes]:
             with path.open("rb") as fh:

@@ -3,8 +3,9 @@
 The folds rebuild what a worker holds from the log alone (the log is walked by
 :mod:`lakehouse.platform.streams`):
 
-- :class:`CatalogFold` — every dataset's current manifest and its revision history, the state
-  the catalog worker serves and the query workers turn into views;
+- :class:`CatalogFold` — every dataset's current manifest, its revision history and its last
+  revisions' manifests, the state the catalog worker serves and the query workers turn into
+  views (each event checked against the state before it);
 - :class:`VectorFold` — every index partition's live ids (and, with ``build=True``, the HNSW
   partitions themselves, applied by :meth:`lakehouse.vectors.partition.Partition.apply`
   exactly as a vector worker applies them).
@@ -77,11 +78,20 @@ Progress = Callable[[Summary, int], None]
 
 class CatalogFold:
     """The catalog rebuilt from its events: the current event of each dataset (tombstones
-    included, so a replay of a later range can drop a dataset) and each dataset's history."""
+    included, so a replay of a later range can drop a dataset), each dataset's history, and the
+    manifests of its last ``keep_revisions`` registered revisions (since its last delete: what
+    time travel may still read).
 
-    def __init__(self) -> None:
+    Each event is checked against the state before it; an inconsistency is recorded in
+    ``errors`` (and the event applied all the same: it is what the catalog worker serves).
+    An event whose previous state this range did not hold (a replay starting mid-stream) is
+    checked on its own only."""
+
+    def __init__(self, keep_revisions: int = 1) -> None:
         self.current: dict[str, CatalogEvent] = {}
         self.history: dict[str, list[int]] = {}
+        self.kept: dict[str, dict[int, Manifest]] = {}
+        self.keep_revisions = max(1, keep_revisions)
         self.errors: list[str] = []
 
     def apply(self, rec: Record) -> None:
@@ -90,8 +100,19 @@ class CatalogFold:
         except ValueError as exc:
             self.errors.append(f"seq {rec.seq}: not a catalog event ({exc.__class__.__name__})")
             return
+        self.errors += [
+            f"seq {rec.seq}: dataset {event.name} revision {event.revision}: {problem}"
+            for problem in consistency(self.current.get(event.name), event)
+        ]
         self.current[event.name] = event
         self.history.setdefault(event.name, []).append(event.revision)
+        if event.type != "registered" or event.manifest is None:
+            self.kept.pop(event.name, None)  # a deleted dataset's revisions are gone with it
+            return
+        kept = self.kept.setdefault(event.name, {})
+        kept[event.manifest.revision] = event.manifest
+        for old in sorted(kept)[: -self.keep_revisions]:
+            del kept[old]
 
     def manifests(self) -> dict[str, Manifest]:
         return {
@@ -99,6 +120,63 @@ class CatalogFold:
             for n, e in sorted(self.current.items())
             if e.type == "registered" and e.manifest is not None
         }
+
+    def revisions(self, name: str) -> dict[int, Manifest]:
+        """The dataset's last ``keep_revisions`` registered manifests by revision, oldest
+        first (empty once it is deleted)."""
+        return dict(sorted(self.kept.get(name, {}).items()))
+
+
+def consistency(prev: CatalogEvent | None, event: CatalogEvent) -> list[str]:
+    """What is wrong with ``event`` following ``prev`` (None: not seen in this range; then
+    only an event claiming revision 1 has a known predecessor, none)."""
+    problems: list[str] = []
+    m = event.manifest
+    if event.type == "registered":
+        if m is None:
+            return ["registered without a manifest"]
+        if m.revision != event.revision:
+            problems.append(f"manifest says revision {m.revision}")
+        if m.name != event.name:
+            problems.append(f"manifest names dataset {m.name!r}")
+    if prev is None and event.revision != 1:
+        return problems  # the state before it is outside the range: nothing to compare
+    last = prev.revision if prev is not None else 0
+    if event.revision != last + 1:
+        problems.append(f"follows revision {last} (expected {last + 1})")
+    if m is None or event.change is None:
+        return problems  # a tombstone, or an event from before change summaries
+    before = prev.manifest if prev is not None and prev.type == "registered" else None
+    rows_before = before.row_count if before is not None else 0
+    change = event.change
+    kept_objects = {o.key for o in before.objects} if before is not None else set()
+    kept_deletes = {d.key for d in before.deletes} if before is not None else set()
+    objects, deletes = {o.key for o in m.objects}, {d.key for d in m.deletes}
+    if change.mode == "upsert":
+        want = rows_before + change.inserted - change.deleted
+        if m.row_count != want:
+            problems.append(
+                f"upsert: row count {m.row_count} != {rows_before} before + {change.inserted} "
+                f"inserted - {change.deleted} deleted = {want}"
+            )
+        if not kept_objects <= objects:
+            problems.append(f"upsert dropped objects {sorted(kept_objects - objects)}")
+        if not kept_deletes <= deletes:
+            problems.append(f"upsert dropped delete sets {sorted(kept_deletes - deletes)}")
+    elif change.mode == "compact":
+        if before is not None and m.row_count != rows_before:
+            problems.append(f"compaction changed the row count {rows_before} -> {m.row_count}")
+        if m.deletes:
+            problems.append(f"compaction left {len(m.deletes)} delete set(s)")
+    elif change.mode == "append":
+        if not kept_objects <= objects:
+            problems.append(f"append dropped objects {sorted(kept_objects - objects)}")
+        if m.row_count != rows_before + change.inserted:
+            problems.append(
+                f"append: row count {m.row_count} != {rows_before} before + "
+                f"{change.inserted} inserted"
+            )
+    return problems
 
 
 class VectorFold:

@@ -5,9 +5,15 @@ Checked, each as ``rebuilt`` vs ``live``:
 - catalog: the manifests folded from ``LAKEHOUSE_CATALOG`` (revision, schema fingerprint,
   objects, row count) vs what the catalog worker serves and vs the ``_catalog/`` mirror; every
   dataset's revision history is 1, 2, ... with no gap;
+- catalog events: each one consistent with the state before it (revision +1; an upsert's row
+  count is the previous one + inserted - deleted and keeps every object and delete set; a
+  compaction keeps the row count and leaves no delete set; an append keeps every object);
 - datasets: row count and content checksum (``sum(hash(row))``, order-free) computed here with
   DuckDB straight from the manifest's objects vs the same SQL through a live query worker, and
-  both vs the manifest's row count; every object exists with its recorded size;
+  both vs the manifest's row count; every object and delete set exists with its recorded size.
+  The same for each of the dataset's last ``keep_revisions`` revisions (the live side through
+  time travel, ``SqlRequest.as_of``), in ``datasets[name]["revisions"]``; a revision whose
+  objects gc collected is skipped and listed in ``datasets[name]["collected"]``;
 - vector indexes: the id set of every partition folded from ``LAKEHOUSE_VECTORS`` (count and
   digest) vs the partition owners' live id sets; a partition nobody answers for is a diff.
 
@@ -76,6 +82,7 @@ def manifest_view(m: Manifest) -> dict[str, Any]:
         "revision": m.revision,
         "schema_fingerprint": m.schema_fingerprint,
         "objects": sorted((o.key, o.size, o.rows) for o in m.objects),
+        "deletes": sorted((d.key, d.size, d.rows) for d in m.deletes),
         "row_count": m.row_count,
     }
 
@@ -94,17 +101,39 @@ async def dataset_checksum(storage: Storage, m: Manifest, work: Path) -> tuple[i
     return await asyncio.to_thread(run)
 
 
-async def live_checksum(nc: NATS, name: str, catalog_seq: int, timeout: float) -> tuple[int, str]:
-    req = SqlRequest(sql=CHECKSUM_SQL.format(src=ident(name)), min_catalog_seq=catalog_seq)
+async def live_checksum(
+    nc: NATS,
+    name: str,
+    catalog_seq: int,
+    timeout: float,
+    as_of: dict[str, int] | None = None,
+) -> tuple[int, str]:
+    """The same checksum through a live query worker (``as_of``: at those revisions)."""
+    req = SqlRequest(
+        sql=CHECKSUM_SQL.format(src=ident(name)), min_catalog_seq=catalog_seq, as_of=as_of
+    )
     body = json.loads(await call(nc, S.QUERY_SQL, req, timeout=timeout, what="query"))
     n, h = body["rows"][0]
     return int(n), str(h)
 
 
+async def object_sizes(storage: Storage, m: Manifest) -> dict[str, int | None]:
+    """Stored size of each object and delete set of ``m`` (None: not there)."""
+    sizes: dict[str, int | None] = {}
+    for obj in [*m.objects, *m.deletes]:
+        try:
+            sizes[obj.key] = (await storage.stat(obj.key)).size
+        except LakehouseError:
+            sizes[obj.key] = None
+    return sizes
+
+
 async def verify_catalog(
-    nc: NATS, storage: Storage, report: Report, timeout: float
-) -> dict[str, Manifest]:
-    catalog_fold = CatalogFold()
+    nc: NATS, storage: Storage, report: Report, timeout: float, keep_revisions: int = 1
+) -> CatalogFold:
+    """The catalog folded from its stream (each event checked against the state before it)
+    vs the catalog worker and the ``_catalog/`` mirror."""
+    catalog_fold = CatalogFold(keep_revisions)
     start, end = await bounds(nc, S.STREAM_CATALOG)
     report.catalog_seq = end
     await fold(nc, S.STREAM_CATALOG, catalog_fold.apply, start=start, end=end)
@@ -132,20 +161,17 @@ async def verify_catalog(
                     manifest_view(m),
                     manifest_view(other[name]),
                 )
-    return rebuilt
+    return catalog_fold
 
 
 async def verify_datasets(
-    nc: NATS, storage: Storage, manifests: dict[str, Manifest], report: Report, timeout: float
+    nc: NATS, storage: Storage, catalog_fold: CatalogFold, report: Report, timeout: float
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="lakehouse-verify-") as tmp:
-        for name, m in manifests.items():
-            for obj in m.objects:
-                try:
-                    size = (await storage.stat(obj.key)).size
-                except LakehouseError:
-                    size = None
-                report.diff(f"dataset {name} object {obj.key} size", obj.size, size)
+        for name, m in catalog_fold.manifests().items():
+            sizes = await object_sizes(storage, m)
+            for obj in [*m.objects, *m.deletes]:
+                report.diff(f"dataset {name} object {obj.key} size", obj.size, sizes[obj.key])
             try:
                 rows, checksum = await dataset_checksum(storage, m, Path(tmp))
             except Exception as exc:  # a missing or unreadable object is a difference too
@@ -155,12 +181,63 @@ async def verify_datasets(
             report.diff(f"dataset {name} row count (manifest vs objects)", m.row_count, rows)
             report.diff(f"dataset {name} row count (query worker)", rows, live_rows)
             report.diff(f"dataset {name} checksum (query worker)", checksum, live_sum)
+            revisions: dict[int, dict[str, Any]] = {}
+            collected: list[int] = []
+            for revision, old in catalog_fold.revisions(name).items():
+                current = (rows, checksum) if revision == m.revision else None
+                got = await verify_revision(nc, storage, old, current, report, timeout, Path(tmp))
+                if got is None:
+                    collected.append(revision)
+                elif got:
+                    revisions[revision] = got
             report.datasets[name] = {
                 "revision": m.revision,
                 "row_count": rows,
                 "checksum": checksum,
                 "objects": len(m.objects),
+                "revisions": revisions,
+                "collected": collected,
             }
+
+
+async def verify_revision(
+    nc: NATS,
+    storage: Storage,
+    m: Manifest,
+    rebuilt: tuple[int, str] | None,
+    report: Report,
+    timeout: float,
+    work: Path,
+) -> dict[str, Any] | None:
+    """Row count and checksum of one revision rebuilt here (``rebuilt``: already computed,
+    the current revision) vs a query worker reading it through ``as_of``, and vs the
+    manifest's row count. None when gc collected some of its objects; {} when unreadable."""
+    what = f"dataset {m.name} revision {m.revision}"
+    if rebuilt is None:
+        sizes = await object_sizes(storage, m)
+        if None in sizes.values():
+            return None  # collected: time travel to it is a 400 too
+        for obj in [*m.objects, *m.deletes]:
+            report.diff(f"{what} object {obj.key} size", obj.size, sizes[obj.key])
+        try:
+            rebuilt = await dataset_checksum(storage, m, work)
+        except Exception as exc:
+            report.diffs.append(f"{what}: objects unreadable: {exc}")
+            return {}
+        report.diff(f"{what} row count (manifest vs objects)", m.row_count, rebuilt[0])
+    rows, checksum = rebuilt
+    try:
+        live = await live_checksum(
+            nc, m.name, report.catalog_seq, timeout, as_of={m.name: m.revision}
+        )
+    except LakehouseError as exc:
+        if exc.status == 400 and None in (await object_sizes(storage, m)).values():
+            return None  # collected meanwhile (a gc sweep ran)
+        report.diffs.append(f"{what}: the query worker cannot read it (as_of): {exc.detail}")
+    else:
+        report.diff(f"{what} row count (query worker, as_of)", rows, live[0])
+        report.diff(f"{what} checksum (query worker, as_of)", checksum, live[1])
+    return {"row_count": rows, "checksum": checksum}
 
 
 def covers(wanted: set[int], replies: list[bytes]) -> bool:
@@ -230,11 +307,18 @@ def check_expected(report: Report, expect: dict[str, Any]) -> None:
 
 
 async def verify(
-    nc: NATS, storage: Storage, *, expect: dict[str, Any] | None = None, timeout: float = 30.0
+    nc: NATS,
+    storage: Storage,
+    *,
+    expect: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+    keep_revisions: int = 1,
 ) -> Report:
+    """Everything in the module docstring; ``keep_revisions`` (``catalog.keep_revisions``):
+    how many of each dataset's last revisions to check."""
     report = Report()
-    manifests = await verify_catalog(nc, storage, report, timeout)
-    await verify_datasets(nc, storage, manifests, report, timeout)
+    catalog_fold = await verify_catalog(nc, storage, report, timeout, keep_revisions)
+    await verify_datasets(nc, storage, catalog_fold, report, timeout)
     await verify_vectors(nc, report, timeout)
     if expect:
         check_expected(report, expect)

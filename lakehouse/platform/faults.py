@@ -6,6 +6,9 @@ empty by default, and then every call here is a dictionary lookup.
 
 Points: ``catalog.before_publish`` (objects written, event not yet published),
 ``catalog.after_publish`` (event published, ``_catalog`` mirror not yet written),
+``ingest.upsert.before_register`` (an upsert's data object and delete set stored, not yet
+registered), ``catalog.compact.before_register`` (the compacted object stored, not yet
+registered),
 ``vectors.mid_snapshot`` (graph uploaded, pointer not yet written),
 ``embed.fail_on`` (action = a substring: the model raises on texts containing it).
 """

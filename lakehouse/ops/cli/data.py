@@ -1,4 +1,4 @@
-"""Stored data upkeep: ``gc`` and ``catalog restore``."""
+"""Stored data upkeep: ``gc``, ``compact`` and ``catalog restore``."""
 
 from typing import Annotated, Any
 
@@ -16,7 +16,8 @@ def gc(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Delete data objects that no dataset references (older than the grace period)."""
+    """Delete data objects that no dataset references (older than the grace period); the
+    objects of each dataset's last catalog.keep_revisions revisions are kept (time travel)."""
     from lakehouse.platform.storage import open_storage
     from lakehouse.tables.gc import sweep
 
@@ -25,7 +26,8 @@ def gc(
     async def go() -> Any:
         async with nats_session(settings) as nc:
             g = settings.catalog.gc_grace if grace is None else grace
-            return await sweep(nc.jetstream(), open_storage(settings), g, dry_run=dry_run)
+            keep = settings.catalog.keep_revisions
+            return await sweep(nc, open_storage(settings), g, keep_revisions=keep, dry_run=dry_run)
 
     report = run(go)
     counts = {
@@ -34,14 +36,77 @@ def gc(
         "kept_young": report.kept_young,
     }
     if json_out:
-        emit_json({**counts, "dry_run": dry_run, "deleted": report.deleted})
+        emit_json(
+            {
+                **counts,
+                "dry_run": dry_run,
+                "deleted": report.deleted,
+                "dropped_revisions": report.dropped_revisions,
+            }
+        )
         return
     for key in report.deleted:
         typer.echo(f"{'would delete' if dry_run else 'deleted'}: {key}")
+    for name, revisions in report.dropped_revisions.items():
+        listed = ", ".join(str(r) for r in revisions)
+        typer.echo(f"{name}: revision(s) {listed} {'would be' if dry_run else 'are'} gone")
     typer.echo(
         f"scanned {report.scanned}, referenced {report.referenced}, "
         f"kept (younger than grace) {report.kept_young}, deleted {len(report.deleted)}"
     )
+
+
+COMPACT_TIMEOUTS = 30
+"""Compaction rewrites every row of the dataset: it may take this many
+``nats.request_timeout`` (as ``POST /v1/catalog/{name}/compact``)."""
+
+
+@connected
+def compact(
+    conn: Connection,
+    name: Annotated[str, typer.Argument(help="Dataset to compact.", show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Rewrite dataset NAME's rows into fresh objects without its delete sets (the rows do not
+    change; a new revision records it). Nothing happens when it is one object already."""
+    from lakehouse.platform.rpc import call
+    from schemas import subjects as S
+    from schemas.catalog import CompactRequest, Manifest, NameRequest, RegisterReply
+
+    settings = conn.settings()
+
+    async def go() -> tuple[Manifest, RegisterReply]:
+        async with nats_session(settings) as nc:
+            timeout = settings.nats.request_timeout
+            ask = NameRequest(name=name)
+            before = await call(nc, S.CATALOG_GET, ask, timeout=timeout, what="catalog")
+            raw = await call(
+                nc,
+                S.CATALOG_COMPACT,
+                CompactRequest(name=name),
+                timeout=timeout * COMPACT_TIMEOUTS,
+                what="catalog",
+            )
+            return Manifest.model_validate_json(before), RegisterReply.model_validate_json(raw)
+
+    before, reply = run(go)
+    after = reply.manifest
+    if json_out:
+        emit_json(reply.model_dump(mode="json"))
+        return
+    if after.revision == before.revision:
+        typer.echo(f"{after.name}: nothing to compact (revision {after.revision})")
+        return
+    deletes = len(before.deletes)
+    typer.echo(
+        f"compacted {after.name}: revision {before.revision} -> {after.revision}, "
+        f"{plural(len(before.objects), 'object')} + {plural(deletes, 'delete set')} -> "
+        f"{plural(len(after.objects), 'object')}, {after.row_count} rows"
+    )
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 catalog_app = typer.Typer(help="Catalog maintenance.", no_args_is_help=True)
@@ -71,4 +136,5 @@ def catalog_restore(conn: Connection, json_out: JsonOpt = False) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(gc)
+    app.command()(compact)
     app.add_typer(catalog_app, name="catalog")

@@ -97,7 +97,8 @@ def verify(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for live answers.")] = 30.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Compare the state rebuilt from the log with the live one; exit 1 on any difference."""
+    """Compare the state rebuilt from the log with the live one; exit 1 on any difference.
+    Each dataset's last catalog.keep_revisions revisions are checked (time travel)."""
     from lakehouse.ops.verify import verify as run_verify
     from lakehouse.platform.storage import open_storage
 
@@ -109,7 +110,13 @@ def verify(
 
     async def go() -> Any:
         async with nats_session(settings, "lakehouse-verify") as nc:
-            return await run_verify(nc, open_storage(settings), expect=wanted, timeout=timeout)
+            return await run_verify(
+                nc,
+                open_storage(settings),
+                expect=wanted,
+                timeout=timeout,
+                keep_revisions=settings.catalog.keep_revisions,
+            )
 
     report = run(go)
     if json_out:
@@ -120,6 +127,11 @@ def verify(
                 f"dataset {name}: revision {d['revision']}, {d['row_count']} rows, "
                 f"checksum {d['checksum']}"
             )
+            for rev, r in d["revisions"].items():
+                if rev != d["revision"]:
+                    typer.echo(f"  revision {rev}: {r['row_count']} rows, checksum {r['checksum']}")
+            if d["collected"]:
+                typer.echo(f"  collected by gc: revision(s) {d['collected']}")
         for name, d in report.indexes.items():
             typer.echo(f"index {name}: {d['count']} ids in {len(d['partitions'])} partitions")
         for line in report.diffs:
