@@ -115,8 +115,11 @@ def test_gc_deletes_only_unreferenced_objects(stack: Stack) -> None:
         r = c.post("/v1/ingest?name=gcme", content=CSV + b"3,Carol\n")  # replaces the object
         newer = r.json()["key"]
         c.put("/v1/storage/datasets/gcme/stray/orphan.parquet", content=b"junk")
-        out = stack.cli("gc", "--grace", "0")
-        assert f"deleted: {live}" in out and "deleted: datasets/gcme/stray/orphan.parquet" in out
+        out = stack.cli("gc", "--grace", "0")  # revision 1 is kept: time travel can read it
+        assert "deleted: datasets/gcme/stray/orphan.parquet" in out and live not in out
+        keep_one = {"LAKEHOUSE_CATALOG__KEEP_REVISIONS": "1"}
+        out = stack.cli("gc", "--grace", "0", env=keep_one)
+        assert f"deleted: {live}" in out and "gcme: revisions [1] no longer readable" in out
         keys = [
             o["key"] for o in c.get("/v1/storage", params={"prefix": "datasets/"}).json()["objects"]
         ]

@@ -68,6 +68,10 @@ CSV_BODY = {
 }
 
 
+DOC = {n: f.description or "" for n, f in IngestRequest.model_fields.items()}
+"""The contract's field descriptions, reused for the query parameters of the same name."""
+
+
 def job_failed(status: JobStatus) -> LakehouseError:
     assert status.error is not None
     exc = LakehouseError(status.error.detail, error=status.error.error)
@@ -103,20 +107,10 @@ async def ingest(
     name: Annotated[S.Name, Query(description="Dataset name.", examples=["workers"])],
     mode: Mode = Query("replace", description="replace (default), append or upsert"),
     key_column: str | None = Query(
-        None,
-        alias="key",
-        min_length=1,
-        description="upsert: the key column (unique, non-empty).",
-        examples=["worker_id"],
+        None, alias="key", min_length=1, description=DOC["key"], examples=["worker_id"]
     ),
-    delete_missing: bool = Query(
-        False, description="upsert: delete the rows whose key is not in this upload."
-    ),
-    schema: SchemaRule = Query(
-        "strict",
-        description="strict (the dataset's columns), evolve (add columns, widen types) or "
-        "any (evolve, and drop the columns this upload lacks).",
-    ),
+    delete_missing: bool = Query(False, description=DOC["delete_missing"]),
+    schema: SchemaRule = Query("strict", description=DOC["schema_rule"]),
     wait: float | None = Query(None, ge=0, le=3600, description="Seconds to wait (default 120)"),
     embed_index: Annotated[
         S.Name | None,

@@ -283,10 +283,12 @@ class Stack:
         if self.nats is not None:
             self.nats.stop()
 
-    def cli(self, *argv: str, rc: int = 0, timeout: float = 120) -> str:
-        """Run ``lakehouse <argv>`` against this stack; its stdout (fails unless it exits
-        with ``rc``)."""
-        out = run_cli(*argv, env=self.env(), rc=rc, timeout=timeout)
+    def cli(
+        self, *argv: str, rc: int = 0, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> str:
+        """Run ``lakehouse <argv>`` against this stack (``env`` on top of its settings); its
+        stdout (fails unless it exits with ``rc``)."""
+        out = run_cli(*argv, env={**self.env(), **(env or {})}, rc=rc, timeout=timeout)
         return out.stdout + (out.stderr if rc else "")
 
     def client(self, timeout: float = 60) -> httpx.Client:

@@ -48,8 +48,8 @@ def gc(
     for key in report.deleted:
         typer.echo(f"{'would delete' if dry_run else 'deleted'}: {key}")
     for name, revisions in report.dropped_revisions.items():
-        listed = ", ".join(str(r) for r in revisions)
-        typer.echo(f"{name}: revision(s) {listed} {'would be' if dry_run else 'are'} gone")
+        verb = "would no longer be" if dry_run else "no longer"
+        typer.echo(f"{name}: revisions {revisions} {verb} readable (time travel)")
     typer.echo(
         f"scanned {report.scanned}, referenced {report.referenced}, "
         f"kept (younger than grace) {report.kept_young}, deleted {len(report.deleted)}"
