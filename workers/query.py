@@ -290,7 +290,7 @@ class QueryWorker(Worker):
                         "rows followed the upsert",
                         extra={
                             "dataset": dataset,
-                            "rows": rt.table.num_rows,
+                            "rows": len(rt.positions),
                             "ms": round((time.perf_counter() - started) * 1000, 1),
                         },
                     )

@@ -57,19 +57,22 @@ class RowTable:
         return cls(table, types, id_column, positions, long)
 
     def follow(self, added: list[str], delete_sets: list[str]) -> RowTable:
-        """These rows after an upsert: less the keys in ``delete_sets``, plus the rows of
-        the ``added`` data objects (Parquet files with the same columns)."""
+        """These rows after an upsert: without the keys in ``delete_sets``, with the rows of
+        the ``added`` data objects (Parquet files with the same columns). Nothing is copied:
+        the new rows are appended as a chunk and a deleted key's row is only unlisted (it is
+        dropped at the next full load, e.g. after a compaction)."""
+        positions = dict(self.positions)
+        for path in delete_sets:
+            for key in pq.read_table(path, columns=["key"])["key"].to_pylist():
+                positions.pop(key, None)
         table = self.table
-        if delete_sets:
-            gone = pa.concat_arrays(
-                [pq.read_table(p, columns=["key"])["key"].combine_chunks() for p in delete_sets]
-            )
-            ids = pc.cast(table[self.id_column], pa.string())
-            table = table.filter(pc.invert(pc.is_in(ids, value_set=gone)))
         if added:
             new = pq.read_table(added).select(table.column_names).cast(table.schema)
+            ids = pc.cast(new[self.id_column], pa.string()).to_pylist()
+            start = table.num_rows
+            positions.update((v, start + i) for i, v in enumerate(ids) if v is not None)
             table = pa.concat_tables([table, new])
-        return RowTable.build(table, self.types, self.id_column)
+        return RowTable(table, self.types, self.id_column, positions, self.long)
 
     @property
     def nbytes(self) -> int:
