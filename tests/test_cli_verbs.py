@@ -33,6 +33,7 @@ PEOPLE = """id,name,role,city
 5,Ed,electrician apprentice,Austin
 6,Flo,bookkeeper,Peoria
 """
+MANUAL_COMPACT = {"catalog": {"compact_deleted_ratio": 1.0}}  # `lakehouse compact` does it
 
 
 PEORIA = "city = 'Peoria'"
@@ -78,7 +79,7 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.stack(kinds=ALL, shared=True)
+@pytest.mark.stack(kinds=ALL, shared=True, overrides=MANUAL_COMPACT)
 def test_ingest_with_auto_embed_follows_the_job_then_search_prints_rows(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -136,7 +137,7 @@ def test_ingest_with_auto_embed_follows_the_job_then_search_prints_rows(
 
 
 @pytest.mark.slow
-@pytest.mark.stack(kinds=ALL, shared=True)
+@pytest.mark.stack(kinds=ALL, shared=True, overrides=MANUAL_COMPACT)
 def test_sql_as_table_csv_json_and_parquet(stack: Stack, tmp_path: Path) -> None:
     src = tmp_path / "scores.csv"
     src.write_text('id,name,score,note\n1,Ana,2.5,plain\n2,Bo,-1.25,"a, ""quoted"" note"\n')
@@ -178,7 +179,7 @@ def test_sql_as_table_csv_json_and_parquet(stack: Stack, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.stack(kinds=ALL, shared=True)
+@pytest.mark.stack(kinds=ALL, shared=True, overrides=MANUAL_COMPACT)
 def test_datasets_lists_and_describes_with_history(stack: Stack) -> None:
     with stack.client() as c:
         for mode, row in (("replace", b"Peoria,110\n"), ("append", b"Austin,960\n")):
@@ -202,7 +203,7 @@ def test_datasets_lists_and_describes_with_history(stack: Stack) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.stack(kinds=ALL, shared=True)
+@pytest.mark.stack(kinds=ALL, shared=True, overrides=MANUAL_COMPACT)
 def test_upsert_by_key_prints_its_counts_then_compact_rewrites_it(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -236,7 +237,7 @@ def test_upsert_by_key_prints_its_counts_then_compact_rewrites_it(
 
 
 @pytest.mark.slow
-@pytest.mark.stack(kinds=ALL, shared=True)
+@pytest.mark.stack(kinds=ALL, shared=True, overrides=MANUAL_COMPACT)
 def test_a_failed_job_and_a_4xx_are_one_line_exit_2(stack: Stack, tmp_path: Path) -> None:
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n3,4\n5\n")

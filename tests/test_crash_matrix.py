@@ -352,7 +352,11 @@ def test_ingest_kill_9_catalog_around_event_publish(
 def test_upsert_kill_9_ingest_worker_before_register(tmp_path: Path, workers_csv: Path) -> None:
     # Only the ingest worker reaches the fault point; the one restarted has no faults. A
     # short ack wait: the killed delivery comes back as soon as the new worker is up.
-    faults = {"faults": {"ingest.upsert.before_register": "kill"}, "workers": {"ack_wait": 2.0}}
+    faults = {
+        "faults": {"ingest.upsert.before_register": "kill"},
+        "workers": {"ack_wait": 2.0},
+        "catalog": {"compact_deleted_ratio": 1.0},  # the history ends with the upsert
+    }
     stack = make_stack(tmp_path, ("catalog", "ingest", "query"), overrides=faults)
     try:
         [faulty] = stack.procs["ingest"]

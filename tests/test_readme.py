@@ -81,6 +81,12 @@ def test_ingest_sql_and_nats_examples_run(make_stack: Callable[..., Stack]) -> N
     assert '[[1,18.5,"B1"],[2,19.0,null],[4,21.0,"B4"]]' in text
     assert "[[1,18],[2,19],[3,20]]" in text  # revision 1, as it was
 
+    def compacted() -> bool:  # 2 of 3 keys in a delete set: past compact_deleted_ratio
+        events = httpx.get(f"{stack.base}/v1/catalog/roster/history").json()["events"]
+        return [e["change"]["mode"] for e in events] == ["replace", "upsert", "compact"]
+
+    wait_until(compacted, timeout=30, what="the catalog worker to compact the upserted dataset")
+
     [code] = blocks("python example-nats")
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)

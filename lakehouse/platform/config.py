@@ -90,7 +90,9 @@ class CatalogSettings(BaseModel):
         5, ge=1, description="Revisions per dataset whose objects gc keeps (time travel)."
     )
     compact_deleted_ratio: float = Field(
-        0.2, description="Compact a dataset once its delete sets hold this share of its rows."
+        0.01,
+        description="Compact a dataset once its delete sets hold this share of its rows (a "
+        "query over delete sets pays a join on the key: 0.8 -> 9.8 ms for count(*) at 100K).",
     )
     compact_max_objects: int = Field(
         32, description="Compact a dataset once it has more data objects than this."
