@@ -305,7 +305,10 @@ def test_ingest_kill_9_ingest_worker_mid_write(
 ) -> None:
     csv = tmp_path / "big.csv"
     generate(csv, max(80_000, sizes(full)["rows"]), seed=13)  # long enough to die mid-write
-    stack = make_stack(tmp_path, ("catalog", "ingest", "query"))
+    # A short ack wait: the killed delivery comes back as soon as the new worker is up.
+    stack = make_stack(
+        tmp_path, ("catalog", "ingest", "query"), overrides={"workers": {"ack_wait": 2.0}}
+    )
     try:
         job = post_ingest(stack, "crash_ingest", csv)
         wait_until(lambda: job_state(stack, job)["state"] == "running", timeout=30, interval=0.02)
@@ -327,12 +330,15 @@ def test_ingest_kill_9_ingest_worker_mid_write(
 def test_ingest_kill_9_catalog_around_event_publish(
     tmp_path: Path, workers_csv: Path, point: str
 ) -> None:
-    stack = make_stack(tmp_path, ("ingest", "query"))
+    stack = make_stack(tmp_path, ("query",))
     try:
+        # Its register call times out after nats.request_timeout, then retries: 3 s instead
+        # of 10 keeps the row short (the retry is idempotent either way).
+        stack.spawn("ingest", "worker", "ingest", env={"LAKEHOUSE_NATS__REQUEST_TIMEOUT": "3"})
         faulty = stack.spawn(
             "catalog", "worker", "catalog", env={"LAKEHOUSE_FAULTS": json.dumps({point: "kill"})}
         )
-        wait_until(lambda: stack.healthy({"catalog": 1}), timeout=30, interval=0.1)
+        wait_until(lambda: stack.healthy({"catalog": 1, "ingest": 1}), timeout=30, interval=0.1)
         job = post_ingest(stack, "crash_catalog", workers_csv)
         faulty.wait(120)  # the fault point kills it when the ingest registers
         assert faulty.returncode == -signal.SIGKILL
