@@ -206,20 +206,30 @@ def test_upsert_re_embeds_only_the_rows_whose_text_changed(stack: Stack, tmp_pat
         )
         hits = {h["id"]: h["row"] for h in r.json()["hits"]}
         assert hits["7"] == {"city": moved[1]}, r.text
-        # An upload of just the rows that changed (no delete_missing) updates those alone,
-        # and the query worker's copy of the rows follows it without reading the rest again.
+        # An upload of just the rows that changed (no delete_missing), without auto-embed,
+        # updates those alone, and the query worker's copy of the rows follows it without
+        # reading the rest again.
         week3 = tmp_path / "week3.csv"
         duckdb.sql(
             f"COPY (SELECT * REPLACE (city || ' East' AS city) FROM read_csv('{week2}', "
             f"all_varchar = true) WHERE worker_id = '8') TO '{week3}' (HEADER)"
         )
-        del params["delete_missing"], params["schema"]
-        r = c.post("/v1/ingest", params=params, content=week3.read_bytes())
+        plain = {"name": "crew", "mode": "upsert", "key": "worker_id"}
+        r = c.post("/v1/ingest", params=plain, content=week3.read_bytes())
         assert r.status_code == 200, r.text
         assert (r.json()["updated"], r.json()["dataset_rows"]) == (1, rows)
-        assert r.json()["embed"] == {"texts_embedded": 1, "unchanged_skipped": 0, "deleted": 0}
         log = next(stack.root.glob("query-*.log"))
         wait_until(lambda: "rows followed the upsert" in log.read_text(), timeout=30, what="log")
+        # The same upload again with auto-embed changes no row, but the index's text hashes
+        # say worker 8's text is not the one it was embedded from: that one is embedded.
+        r = c.post("/v1/ingest", params={**plain, **embed}, content=week3.read_bytes())
+        assert r.status_code == 200, r.text
+        assert (r.json()["updated"], r.json()["embed_batches"]) == (0, 1)
+        assert r.json()["embed"] == {
+            "texts_embedded": 1,
+            "unchanged_skipped": rows - 1,
+            "deleted": 0,
+        }
         job3 = r.json()["job_id"]
         wait_until(
             lambda: c.get(f"/v1/jobs/{job3}").json()["embed"]["batches_done"] == 1,

@@ -20,6 +20,7 @@ import string
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -36,6 +37,7 @@ from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
 from lakehouse.tables.rows import render
 from lakehouse.tables.views import local_view_sql
+from lakehouse.vectors import texts
 from lakehouse.vectors.batches import batches
 from lakehouse.vectors.batches import publish as publish_vectors
 from lakehouse.vectors.embedding import model_dim
@@ -63,6 +65,16 @@ log = logging.getLogger("workers.ingest")
 
 EMBED_BATCH = 256  # rows per EmbedRequest
 MAX_ATTEMPTS = 10  # upserts recomputed after racing another change of the dataset
+
+
+def hashes(parquet: Path, embed: AutoEmbed) -> tuple[list[str], list[bytes]]:
+    """Ids and text hashes of every row of ``parquet`` (what an index holds once embedded)."""
+    ids, shas = [], []
+    for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            ids.append(str(row[embed.id_column]))
+            shas.append(texts.sha(render(embed.text_template, row)))
+    return ids, shas
 
 
 def check_template(embed: AutoEmbed, columns: list[str]) -> None:
@@ -160,8 +172,10 @@ class IngestWorker(Worker):
         batches, counts = 0, None
         if req.embed is not None:
             spec = await self.ensure_index(req, req.embed)
-            batches = await self.publish_embeds(req, spec, out)
-            counts = EmbedCounts(texts_embedded=converted.rows, unchanged_skipped=0, deleted=0)
+            batches, ids, shas, _ = await self.publish_embeds(req, spec, out)
+            name = texts.tag(reply.manifest.revision, req.job_id)
+            await texts.record(self.rt.storage, spec.name, name, ids, shas, work)
+            counts = EmbedCounts(texts_embedded=len(ids), unchanged_skipped=0, deleted=0)
         return self.result(req, reply, event, obj.key, converted.widened, batches, counts)
 
     async def register(
@@ -271,6 +285,7 @@ class IngestWorker(Worker):
                     template=template,
                     reembed_all=reembed_all,
                     out=out,
+                    id_column=req.embed.id_column if req.embed else None,
                 )
             except (merge.KeyError400, duckdb.ConversionException) as exc:
                 raise Permanent(str(exc), status=400, error="invalid upsert") from None
@@ -325,15 +340,48 @@ class IngestWorker(Worker):
             raise RetryLater(f"dataset {req.name!r} kept changing during the upsert")
         batches, counts = 0, None
         if req.embed is not None and spec is not None:
-            embedded = out / "embed.parquet"
-            batches = await self.publish_embeds(req, spec, embedded) if diff.embed_rows else 0
-            await self.delete_items(spec, diff.deleted_ids)
-            counts = EmbedCounts(
-                texts_embedded=max(diff.embed_rows, 0),
-                unchanged_skipped=max(pq.read_metadata(upload).num_rows - diff.embed_rows, 0),
-                deleted=len(diff.deleted_ids),
-            )
+            batches, counts = await self.embed_upsert(req, spec, out, diff, reply, work)
         return self.result(req, reply, change, key, [], batches, counts)
+
+    async def embed_upsert(
+        self,
+        req: IngestRequest,
+        spec: IndexSpec,
+        out: Path,
+        diff: merge.Diff,
+        reply: RegisterReply,
+        work: Path,
+    ) -> tuple[int, EmbedCounts]:
+        """Embed the rows of the new revision whose text the index does not have (by the
+        hashes kept with it, :mod:`lakehouse.vectors.texts`); with no hashes kept yet (an
+        index filled before they were), the rows the diff found new or changed in text. Then
+        delete the removed keys and record what the index now holds."""
+        assert req.embed is not None
+        revision = out / "revision.parquet"
+        rows = pq.read_metadata(revision).num_rows
+        known = await texts.recorded(self.rt.storage, spec.name, work)
+        if known is None:
+            batches, ids, shas, _ = await self.publish_embeds(req, spec, out / "embed.parquet")
+            held, held_shas = await asyncio.to_thread(hashes, revision, req.embed)
+        else:
+            batches, ids, shas, rows = await self.publish_embeds(req, spec, revision, known)
+            held, held_shas = ids, shas
+        await self.delete_items(spec, diff.deleted_ids)
+        gone: list[bytes | None] = [None] * len(diff.deleted_ids)
+        await texts.record(
+            self.rt.storage,
+            spec.name,
+            texts.tag(reply.manifest.revision, req.job_id),
+            held + diff.deleted_ids,
+            [*held_shas, *gone],
+            work,
+        )
+        counts = EmbedCounts(
+            texts_embedded=len(ids),
+            unchanged_skipped=rows - len(ids),
+            deleted=len(diff.deleted_ids),
+        )
+        return batches, counts
 
     async def registered_before(
         self, req: IngestRequest
@@ -374,21 +422,31 @@ class IngestWorker(Worker):
             items = batches(ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
             await publish_vectors(self.rt.js, spec.name, items)
 
-    async def publish_embeds(self, req: IngestRequest, spec: IndexSpec, parquet: Path) -> int:
-        """One EmbedRequest per EMBED_BATCH rows, with deterministic batch ids: a redelivered
-        job republishes the same ids, which JetStream stores once."""
+    async def publish_embeds(
+        self,
+        req: IngestRequest,
+        spec: IndexSpec,
+        parquet: Path,
+        known: dict[str, bytes | None] | None = None,
+    ) -> tuple[int, list[str], list[bytes], int]:
+        """Embed requests for the rows of ``parquet`` (all, or with ``known`` those whose text
+        hash differs from it), EMBED_BATCH items each, with deterministic batch ids: a
+        redelivered job republishes the same ids, which JetStream stores once. Returns the
+        batches, the ids and text hashes published, and the rows read."""
         assert req.embed is not None
         embed, js = req.embed, self.rt.js
-        acks = []
-        reader = pq.ParquetFile(parquet)
-        n = 0
-        for batch in reader.iter_batches(batch_size=EMBED_BATCH):
-            items = [
-                TextItem(id=str(row[embed.id_column]), text=render(embed.text_template, row))
-                for row in batch.to_pylist()
-            ]
+        acks: list[asyncio.Future[Any]] = []
+        items: list[TextItem] = []
+        ids: list[str] = []
+        shas: list[bytes] = []
+        rows = 0
+
+        async def send() -> None:
             er = EmbedRequest(
-                batch_id=f"{req.job_id}-{n}", index=spec.name, items=items, job_id=req.job_id
+                batch_id=f"{req.job_id}-{len(acks)}",
+                index=spec.name,
+                items=items,
+                job_id=req.job_id,
             )
             acks.append(
                 await js.publish_async(
@@ -397,9 +455,24 @@ class IngestWorker(Worker):
                     headers={"Nats-Msg-Id": er.batch_id},
                 )
             )
-            n += 1
+
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=EMBED_BATCH):
+            for row in batch.to_pylist():
+                rows += 1
+                item = TextItem(id=str(row[embed.id_column]), text=render(embed.text_template, row))
+                digest = texts.sha(item.text)
+                if known is not None and known.get(item.id) == digest:
+                    continue
+                items.append(item)
+                ids.append(item.id)
+                shas.append(digest)
+                if len(items) == EMBED_BATCH:
+                    await send()
+                    items = []
+        if items:
+            await send()
         await asyncio.gather(*acks)
-        return n
+        return len(acks), ids, shas, rows
 
     async def convert(
         self, req: IngestRequest, src: Path, out: Path, types: dict[str, str] | None

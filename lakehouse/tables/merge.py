@@ -16,6 +16,7 @@ so only those are embedded again.
 
 from __future__ import annotations
 
+import shutil
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,10 +102,13 @@ def diff(
     template: str | None,
     reembed_all: bool,
     out: Path,
+    id_column: str | None = None,
 ) -> Diff:
     """Compare ``upload`` (a Parquet file) with the current revision (``current_view``: a
     ``CREATE VIEW __lh_current`` statement, None for a new dataset) by ``key`` and write
-    ``out/data.parquet``, ``out/deletes.parquet`` and (with ``template``) ``out/embed.parquet``.
+    ``out/data.parquet``, ``out/deletes.parquet`` and (with ``template``, whose items are
+    identified by ``id_column``, default the key) ``out/revision.parquet`` and
+    ``out/embed.parquet`` (see :func:`_embed_rows`).
     Raises KeyError400 (bad keys) or evolve.SchemaConflict."""
     names = [c.name for c in upload_columns]
     if key not in names:
@@ -174,7 +178,7 @@ def diff(
         embed_rows = -1
         if template is not None:
             embed_rows = _embed_rows(
-                con, columns, template, reembed_all, current_view is not None, out / "embed.parquet"
+                con, template, id_column or key, reembed_all, current_view is not None, out
             )
         deleted_ids = [k for (k,) in con.execute("SELECT __k FROM gone ORDER BY 1").fetchall()]
     finally:
@@ -194,26 +198,28 @@ def diff(
 
 def _embed_rows(
     con: duckdb.DuckDBPyConnection,
-    columns: Sequence[ColumnSpec],
     template: str,
+    id_column: str,
     everything: bool,
     current: bool,
-    dst: Path,
+    out: Path,
 ) -> int:
-    """Write the rows to embed: every row of the new revision (``everything``), else the new
-    rows and the changed rows whose rendered text differs from their current row's."""
-    final = ", ".join(ident(c.name) for c in columns)
-    if everything:
-        select = (
-            f"SELECT {final} FROM cur WHERE __k NOT IN (SELECT __k FROM changed) "
-            f"AND __k NOT IN (SELECT __k FROM gone) UNION ALL SELECT {final} FROM nv"
-            if current
-            else f"SELECT {final} FROM nv"
-        )
-        _copy(con, select, dst)
-        return int(pq.read_metadata(dst).num_rows)
-    fields = sorted({f for _, f, _, _ in string.Formatter().parse(template) if f})
+    """Write, as the id column and the template's columns in key order (deterministic embed
+    batches): ``revision.parquet``, every row of the new revision, and ``embed.parquet``, the
+    rows to embed judged by the diff alone: every row (``everything``), else the new rows and
+    the changed rows whose rendered text differs from their current row's."""
+    fields = sorted({f for _, f, _, _ in string.Formatter().parse(template) if f} | {id_column})
     cols = ", ".join(ident(f) for f in fields)
+    revision = (
+        f"SELECT {cols}, __k FROM cur WHERE __k NOT IN (SELECT __k FROM n) "
+        f"AND __k NOT IN (SELECT __k FROM gone) UNION ALL SELECT {cols}, __k FROM nv"
+        if current
+        else f"SELECT {cols}, __k FROM nv"
+    )
+    _copy(con, f"SELECT {cols} FROM ({revision}) ORDER BY __k", out / "revision.parquet")
+    if everything:
+        shutil.copyfile(out / "revision.parquet", out / "embed.parquet")
+        return int(pq.read_metadata(out / "embed.parquet").num_rows)
     texts_differ: list[str] = []
     if current:
         pairs: dict[str, list[str]] = {}
@@ -228,11 +234,11 @@ def _embed_rows(
     con.register("reembed", pa.table({"__k": pa.array(texts_differ, pa.string())}))
     _copy(
         con,
-        f"SELECT {final} FROM nv SEMI JOIN (SELECT __k FROM changed WHERE new "
-        f"UNION ALL SELECT __k FROM reembed) c USING (__k)",
-        dst,
+        f"SELECT {cols} FROM nv SEMI JOIN (SELECT __k FROM changed WHERE new "
+        f"UNION ALL SELECT __k FROM reembed) c USING (__k) ORDER BY __k",
+        out / "embed.parquet",
     )
-    return int(pq.read_metadata(dst).num_rows)
+    return int(pq.read_metadata(out / "embed.parquet").num_rows)
 
 
 def compact(current_view: str, dst: Path) -> int:

@@ -14,7 +14,8 @@ STAGING = "staging/"
 MANIFESTS = "_catalog/manifests/"
 """Each dataset's current manifest mirrored as Parquet (``lakehouse catalog restore``)."""
 VECTORS = "_vectors/"
-"""HNSW partition snapshots: ``_vectors/<index>/<partition>/...``."""
+"""HNSW partition snapshots: ``_vectors/<index>/<partition>/...``; the hashes of the texts an
+index's items were embedded from: ``_vectors/<index>/texts/<tag>.parquet``."""
 DLQ = "_dlq/"
 """Payloads of dead letters too large to carry inline: ``_dlq/<kind>/<stream>-<tag>.bin``."""
 
@@ -41,6 +42,12 @@ def manifest(dataset: str) -> str:
 def index_snapshots(index: str, partition: int | None = None) -> str:
     """The prefix of one partition's snapshot, or of every partition of an index."""
     return f"{VECTORS}{index}/" if partition is None else f"{VECTORS}{index}/{partition}/"
+
+
+def embedded_texts(index: str, tag: str | None = None) -> str:
+    """What an index's items were embedded from (content hashes): the prefix, or one file."""
+    prefix = f"{VECTORS}{index}/texts/"
+    return prefix if tag is None else f"{prefix}{tag}.parquet"
 
 
 def dead_letter_payload(kind: str, stream: str, tag: str) -> str:
