@@ -45,8 +45,8 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option(
-            help="CI size: 20K rows, 20K×128 vectors (filtered: 10K×64, 30 queries), 200 texts, "
-            "upsert of 2K rows."
+            help="CI size: 10K rows, 10K×128 vectors (filtered: 10K×64, 30 queries), 100 texts, "
+            "auto-embed of 100 rows, upsert of 2K rows."
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
@@ -69,7 +69,7 @@ def bench(
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
     upsert_rows = None
     if quick:
-        rows, vectors, dim, texts, embed_rows = 20_000, 20_000, 128, 200, 200
+        rows, vectors, dim, texts, embed_rows = 10_000, 10_000, 128, 100, 100
         filtered_vectors, filtered_dim, filtered_queries = 10_000, 64, 30
         upsert_rows = 2_000
     result = run(
