@@ -40,7 +40,7 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         "filtered 0.1% recall@10",
         "embedding throughput (texts/s)",
         "text → top-K p50, cached (ms)",
-        "auto-embed 100 rows end to end (s)",
+        "auto-embed 50 rows end to end (s)",
         "upsert next week's export, diff + register (s)",
         "upsert: texts re-embedded",
     ):

@@ -45,8 +45,8 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option(
-            help="CI size: 10K rows, 10K×128 vectors (filtered: 10K×64, 30 queries), 100 texts, "
-            "auto-embed of 100 rows, upsert of 2K rows."
+            help="CI size: 5K rows, 5K×64 vectors (filtered: 5K×32, 20 queries), 50 texts, "
+            "auto-embed of 50 rows, upsert of 1K rows."
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
@@ -69,9 +69,9 @@ def bench(
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
     upsert_rows = None
     if quick:
-        rows, vectors, dim, texts, embed_rows = 10_000, 10_000, 128, 100, 100
-        filtered_vectors, filtered_dim, filtered_queries = 10_000, 64, 30
-        upsert_rows = 2_000
+        rows, vectors, dim, texts, embed_rows = 5_000, 5_000, 64, 50, 50
+        filtered_vectors, filtered_dim, filtered_queries = 5_000, 32, 20
+        upsert_rows = 1_000
     result = run(
         rows,
         vectors,
