@@ -83,6 +83,11 @@ class Manifest(BaseModel):
         "compact` rewrites the rows without them.",
     )
 
+    @property
+    def stored(self) -> list[ObjectRef]:
+        """Everything this revision reads from storage: data objects, then delete sets."""
+        return [*self.objects, *self.deletes]
+
 
 class SchemaChange(BaseModel):
     added: list[str] = Field(default_factory=list, description="New columns (null in older rows).")

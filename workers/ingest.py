@@ -35,7 +35,7 @@ from lakehouse.platform.runtime import Consume, Worker
 from lakehouse.tables import catalog, merge
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
-from lakehouse.tables.rows import render
+from lakehouse.tables.rows import rendered
 from lakehouse.tables.views import local_view_sql
 from lakehouse.vectors import texts
 from lakehouse.vectors.batches import batches
@@ -70,10 +70,9 @@ MAX_ATTEMPTS = 10  # upserts recomputed after racing another change of the datas
 def hashes(parquet: Path, embed: AutoEmbed) -> tuple[list[str], list[bytes]]:
     """Ids and text hashes of every row of ``parquet`` (what an index holds once embedded)."""
     ids, shas = [], []
-    for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            ids.append(str(row[embed.id_column]))
-            shas.append(texts.sha(render(embed.text_template, row)))
+    for item_id, text in rendered(parquet, embed.text_template, embed.id_column):
+        ids.append(item_id)
+        shas.append(texts.sha(text))
     return ids, shas
 
 
@@ -155,7 +154,7 @@ class IngestWorker(Worker):
         if req.embed is not None:
             check_template(req.embed, [c.name for c in converted.columns])
         if req.mode == "upsert":
-            return await self.upsert(req, work, out, columns, redelivered)
+            return await self.upsert(req, work, out, columns, redelivered, cur)
         obj = await catalog.store_object(
             storage, req.name, converted.fingerprint, out, converted.rows
         )
@@ -245,12 +244,14 @@ class IngestWorker(Worker):
         upload: Path,
         columns: list[ColumnSpec],
         redelivered: bool,
+        current: Manifest | None,
     ) -> IngestResult:
         """Diff the upload against the current revision by key, store the changed rows and a
         delete set, register on top of that revision (recomputed when the dataset changed
         meanwhile), then embed what changed. A redelivered job that already registered
         recomputes the same diff against the revision before its own and only republishes
-        its embeds (deterministic batch ids: stored once)."""
+        its embeds (deterministic batch ids: stored once). ``current``: the dataset as read
+        before the conversion (the first attempt's base; a retry reads it again)."""
         assert req.key is not None
         spec = await self.ensure_index(req, req.embed) if req.embed else None
         template = req.embed.text_template if req.embed else None
@@ -258,9 +259,11 @@ class IngestWorker(Worker):
             spec.text_template != template or spec.dataset != req.name
         )
         done = await self.registered_before(req) if redelivered else None
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             if done is not None:
                 base = done[2]
+            elif attempt == 0:
+                base = current
             else:
                 entry = await catalog.last_event(self.rt.js, req.name)
                 base = entry.event.manifest if entry is not None else None
@@ -456,19 +459,17 @@ class IngestWorker(Worker):
                 )
             )
 
-        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=EMBED_BATCH):
-            for row in batch.to_pylist():
-                rows += 1
-                item = TextItem(id=str(row[embed.id_column]), text=render(embed.text_template, row))
-                digest = texts.sha(item.text)
-                if known is not None and known.get(item.id) == digest:
-                    continue
-                items.append(item)
-                ids.append(item.id)
-                shas.append(digest)
-                if len(items) == EMBED_BATCH:
-                    await send()
-                    items = []
+        for item_id, text in rendered(parquet, embed.text_template, embed.id_column):
+            rows += 1
+            digest = texts.sha(text)
+            if known is not None and known.get(item_id) == digest:
+                continue
+            items.append(TextItem(id=item_id, text=text))
+            ids.append(item_id)
+            shas.append(digest)
+            if len(items) == EMBED_BATCH:
+                await send()
+                items = []
         if items:
             await send()
         await asyncio.gather(*acks)

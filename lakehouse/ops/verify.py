@@ -120,7 +120,7 @@ async def live_checksum(
 async def object_sizes(storage: Storage, m: Manifest) -> dict[str, int | None]:
     """Stored size of each object and delete set of ``m`` (None: not there)."""
     sizes: dict[str, int | None] = {}
-    for obj in [*m.objects, *m.deletes]:
+    for obj in m.stored:
         try:
             sizes[obj.key] = (await storage.stat(obj.key)).size
         except LakehouseError:
@@ -170,7 +170,7 @@ async def verify_datasets(
     with tempfile.TemporaryDirectory(prefix="lakehouse-verify-") as tmp:
         for name, m in catalog_fold.manifests().items():
             sizes = await object_sizes(storage, m)
-            for obj in [*m.objects, *m.deletes]:
+            for obj in m.stored:
                 report.diff(f"dataset {name} object {obj.key} size", obj.size, sizes[obj.key])
             try:
                 rows, checksum = await dataset_checksum(storage, m, Path(tmp))
@@ -217,7 +217,7 @@ async def verify_revision(
         sizes = await object_sizes(storage, m)
         if None in sizes.values():
             return None  # collected: time travel to it is a 400 too
-        for obj in [*m.objects, *m.deletes]:
+        for obj in m.stored:
             report.diff(f"{what} object {obj.key} size", obj.size, sizes[obj.key])
         try:
             rebuilt = await dataset_checksum(storage, m, work)

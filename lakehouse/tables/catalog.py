@@ -93,7 +93,7 @@ async def revisions(nc: NATS, name: str) -> list[Manifest]:
 
 async def readable(storage: Storage, m: Manifest) -> bool:
     """True while every object of the revision exists (gc has not collected it)."""
-    for obj in [*m.objects, *m.deletes]:
+    for obj in m.stored:
         if not await storage.exists(obj.key):
             return False
     return True

@@ -35,7 +35,7 @@ class GcReport:
 
 
 def object_keys(m: Manifest) -> set[str]:
-    return {o.key for o in [*m.objects, *m.deletes]}
+    return {o.key for o in m.stored}
 
 
 async def retained(nc: NATS, keep: int) -> tuple[set[str], dict[str, list[Manifest]]]:

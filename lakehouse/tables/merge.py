@@ -49,7 +49,6 @@ class Diff:
     deleted: int  # rows removed and not replaced
     data_rows: int  # rows in ``data`` (inserted + updated); 0: not written
     delete_keys: int  # keys in ``deletes``; 0: not written
-    embed_rows: int  # rows in ``embed`` (new, or text changed); -1: no template
     deleted_ids: list[str]  # keys removed (for the vector index)
 
 
@@ -175,11 +174,8 @@ def diff(
                 "SELECT __k AS key FROM changed WHERE NOT new UNION ALL SELECT __k FROM gone",
                 out / "deletes.parquet",
             )
-        embed_rows = -1
         if template is not None:
-            embed_rows = _embed_rows(
-                con, template, id_column or key, reembed_all, current_view is not None, out
-            )
+            _embed_rows(con, template, id_column or key, reembed_all, current_view is not None, out)
         deleted_ids = [k for (k,) in con.execute("SELECT __k FROM gone ORDER BY 1").fetchall()]
     finally:
         con.close()
@@ -191,7 +187,6 @@ def diff(
         deleted=int(replaced) - int(updated) + int(removed),
         data_rows=data_rows,
         delete_keys=delete_keys,
-        embed_rows=embed_rows,
         deleted_ids=deleted_ids,
     )
 
@@ -203,7 +198,7 @@ def _embed_rows(
     everything: bool,
     current: bool,
     out: Path,
-) -> int:
+) -> None:
     """Write, as the id column and the template's columns in key order (deterministic embed
     batches): ``revision.parquet``, every row of the new revision, and ``embed.parquet``, the
     rows to embed judged by the diff alone: every row (``everything``), else the new rows and
@@ -219,7 +214,7 @@ def _embed_rows(
     _copy(con, f"SELECT {cols} FROM ({revision}) ORDER BY __k", out / "revision.parquet")
     if everything:
         shutil.copyfile(out / "revision.parquet", out / "embed.parquet")
-        return int(pq.read_metadata(out / "embed.parquet").num_rows)
+        return
     texts_differ: list[str] = []
     if current:
         pairs: dict[str, list[str]] = {}
@@ -238,7 +233,6 @@ def _embed_rows(
         f"UNION ALL SELECT __k FROM reembed) c USING (__k) ORDER BY __k",
         out / "embed.parquet",
     )
-    return int(pq.read_metadata(out / "embed.parquet").num_rows)
 
 
 def compact(current_view: str, dst: Path) -> int:

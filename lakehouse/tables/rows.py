@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -155,3 +157,10 @@ def snippet(row: dict[str, Any], columns: list[str], words: list[str]) -> dict[s
 def render(template: str, row: dict[str, Any]) -> str:
     """An auto-embed text: ``template`` (a format string over the columns) over ``row``."""
     return template.format_map({k: "" if v is None else v for k, v in row.items()})
+
+
+def rendered(parquet: Path, template: str, id_column: str) -> Iterator[tuple[str, str]]:
+    """``(id, text)`` of every row of a Parquet file, in file order: its auto-embed texts."""
+    for batch in pq.ParquetFile(parquet).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            yield str(row[id_column]), render(template, row)

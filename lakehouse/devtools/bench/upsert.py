@@ -15,6 +15,7 @@ import httpx
 
 from lakehouse.devtools.bench.workloads import Row
 from lakehouse.devtools.datagen import generate, next_week
+from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 
 TEMPLATE = "{role} in {city}, {state}. Skills: {skills}."
@@ -65,11 +66,12 @@ def upsert(stack: Stack, rows: int, work: Path) -> list[Row]:
         embedded = job["embed"]["texts_embedded"]
         assert embedded == made["new"] + made["text_changed"], job["embed"]
         assert job["embed"]["deleted"] == made["gone"], job["embed"]
-        while True:  # the embed workers finish the job's batches
+
+        def embedded_all() -> bool:  # the embed workers finished the job's batches
             done = c.get(f"/v1/jobs/{job['job_id']}").json()["embed"]["batches_done"]
-            if done >= job["embed_batches"]:
-                break
-            time.sleep(0.2)
+            return bool(done >= job["embed_batches"])
+
+        wait_until(embedded_all, timeout=36_000, interval=0.2, what="the upsert's embeddings")
         embed_s = time.perf_counter() - t - ours
     rate = embedded / embed_s if embed_s > 0 else 0.0
     changes = f"{made['changed']:,} changed, {made['gone']:,} gone, {made['new']:,} new"
