@@ -21,6 +21,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from gateway import errors, filters, mcp
 from gateway.filters import Filters
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
+from gateway.web import datasets as dataset_pages
 from gateway.web import pages
 from lakehouse import __version__
 from lakehouse.platform import backoff
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(contract.router)
     app.include_router(pages.router)
+    app.include_router(dataset_pages.router)
     # The page assets (htmx is 52 KB, 16 KB gzipped) compressed; the JSON routes are not.
     static = GZipMiddleware(StaticFiles(directory=pages.STATIC_DIR), minimum_size=1024)
     app.mount("/static", static, name="static")

@@ -1,7 +1,8 @@
 """Streaming request bodies: a raw body, or the file part of a multipart form, as chunks.
 
 Nothing is buffered beyond the chunk in hand, so an upload of any size passes through in
-bounded memory.
+bounded memory. A body whose declared ``Content-Length`` is over its cap is refused before
+any of it is read (:func:`refuse_oversize`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from lakehouse.platform.errors import BadRequest
+from lakehouse.platform.errors import BadRequest, TooLarge
+
+
+def refuse_oversize(request: Request, cap: int, limit: str = "limit") -> None:
+    """TooLarge (413) when the request declares a body over ``cap`` bytes (``limit``: how the
+    cap is named in the message). A chunked body is counted as it streams instead."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise TooLarge(f"Content-Length {length} exceeds the {cap}-byte {limit}")
 
 
 class _FilePart:

@@ -146,12 +146,13 @@ class JobStatus(Message):
     def job_id_of(request: bytes) -> str | None:
         """The valid ``job_id`` of a request payload that may be invalid otherwise."""
         try:
-            return _JOB_ID.validate_python(json.loads(request)["job_id"])
+            return JOB_ID.validate_python(json.loads(request)["job_id"])
         except (ValueError, TypeError, KeyError, ValidationError):
             return None
 
 
-_JOB_ID: TypeAdapter[str] = TypeAdapter(JobId)
+JOB_ID: TypeAdapter[str] = TypeAdapter(JobId)
+"""Validates a :data:`JobId` on its own."""
 
 
 class EmbedProgress(BaseModel):

@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.routes import state
-from gateway.uploads import upload_body
+from gateway.uploads import refuse_oversize, upload_body
 from lakehouse.platform import streams
-from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound, TooLarge
+from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound
 from lakehouse.platform.storage import keys
 from schemas import subjects as S
 from schemas.catalog import Mode, SchemaRule
@@ -137,9 +137,7 @@ async def ingest(
         raise BadRequest("key and delete_missing apply to mode=upsert only")
     nc = st.require_nats()
     cap = st.settings.ingest.max_upload_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise TooLarge(f"Content-Length {length} exceeds the {cap}-byte ingest limit")
+    refuse_oversize(request, cap, "ingest limit")
     job_id = uuid.uuid4().hex
     key = keys.staged_csv(job_id)
     # Staged CSVs are transient (deleted once converted): no fsync on the upload path.

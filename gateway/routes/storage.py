@@ -18,7 +18,8 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from gateway import errors
 from gateway.routes import state
-from lakehouse.platform.errors import BadRequest, Busy, TooLarge
+from gateway.uploads import refuse_oversize
+from lakehouse.platform.errors import BadRequest, Busy
 from lakehouse.platform.storage import LIST_LIMIT, MAX_KEY_BYTES, ObjectInfo, validate_key
 
 if TYPE_CHECKING:
@@ -150,9 +151,7 @@ async def list_objects(
 async def put_object(key: Key, request: Request, st: State = Depends(state)) -> dict[str, Any]:
     check_key(key)
     cap = st.settings.gateway.max_put_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise TooLarge(f"Content-Length {length} exceeds the {cap}-byte limit")
+    refuse_oversize(request, cap)
     if st.put_slots.locked():
         raise Busy(
             f"{st.settings.gateway.max_concurrent_puts} uploads already in progress", retry_after=5
