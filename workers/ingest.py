@@ -13,14 +13,12 @@ registered and nothing it wrote is left in storage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import string
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -29,19 +27,15 @@ from pydantic import ValidationError
 
 from lakehouse.platform import faults
 from lakehouse.platform.bus import ConsumerSpec
-from lakehouse.platform.errors import Conflict, LakehouseError, NotFound, Permanent, RetryLater
+from lakehouse.platform.errors import LakehouseError, NotFound, Permanent, RetryLater
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
-from lakehouse.tables import catalog, merge
+from lakehouse.tables import catalog, merge, upserts
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
 from lakehouse.tables.rows import rendered
-from lakehouse.tables.views import local_view_sql
-from lakehouse.vectors import texts
-from lakehouse.vectors.batches import batches
-from lakehouse.vectors.batches import publish as publish_vectors
-from lakehouse.vectors.embedding import model_dim
-from lakehouse.vectors.indexes import create_index, get_index
+from lakehouse.vectors import autoembed, texts
+from lakehouse.vectors.batches import publish_deletes
 from schemas import subjects as S
 from schemas.catalog import (
     ChangeSummary,
@@ -59,21 +53,11 @@ from schemas.ingest import (
     JobError,
     JobStatus,
 )
-from schemas.vectors import EmbedRequest, IndexSpec, TextItem
+from schemas.vectors import IndexSpec
 
 log = logging.getLogger("workers.ingest")
 
-EMBED_BATCH = 256  # rows per EmbedRequest
 MAX_ATTEMPTS = 10  # upserts recomputed after racing another change of the dataset
-
-
-def hashes(parquet: Path, embed: AutoEmbed) -> tuple[list[str], list[bytes]]:
-    """Ids and text hashes of every row of ``parquet`` (what an index holds once embedded)."""
-    ids, shas = [], []
-    for item_id, text in rendered(parquet, embed.text_template, embed.id_column):
-        ids.append(item_id)
-        shas.append(texts.sha(text))
-    return ids, shas
 
 
 def check_template(embed: AutoEmbed, columns: list[str]) -> None:
@@ -170,11 +154,15 @@ class IngestWorker(Worker):
         reply, event = await self.register(register, [obj])
         batches, counts = 0, None
         if req.embed is not None:
-            spec = await self.ensure_index(req, req.embed)
-            batches, ids, shas, _ = await self.publish_embeds(req, spec, out)
+            embed = req.embed
+            spec = await autoembed.ensure_index(self.rt.js, self.rt.settings, req.name, embed)
+            sent = await autoembed.publish(
+                self.rt.js, spec, req.job_id, rendered(out, embed.text_template, embed.id_column)
+            )
             name = texts.tag(reply.manifest.revision, req.job_id)
-            await texts.record(self.rt.storage, spec.name, name, ids, shas, work)
-            counts = EmbedCounts(texts_embedded=len(ids), unchanged_skipped=0, deleted=0)
+            await texts.record(self.rt.storage, spec.name, name, sent.ids, sent.shas, work)
+            batches = sent.batches
+            counts = EmbedCounts(texts_embedded=len(sent.ids), unchanged_skipped=0, deleted=0)
         return self.result(req, reply, event, obj.key, converted.widened, batches, counts)
 
     async def register(
@@ -253,7 +241,10 @@ class IngestWorker(Worker):
         its embeds (deterministic batch ids: stored once). ``current``: the dataset as read
         before the conversion (the first attempt's base; a retry reads it again)."""
         assert req.key is not None
-        spec = await self.ensure_index(req, req.embed) if req.embed else None
+        spec = None
+        if req.embed is not None:
+            js, settings = self.rt.js, self.rt.settings
+            spec = await autoembed.ensure_index(js, settings, req.name, req.embed)
         template = req.embed.text_template if req.embed else None
         reembed_all = spec is not None and (
             spec.text_template != template or spec.dataset != req.name
@@ -267,28 +258,19 @@ class IngestWorker(Worker):
             else:
                 entry = await catalog.last_event(self.rt.js, req.name)
                 base = entry.event.manifest if entry is not None else None
-            out = work / "upsert"
-            await asyncio.to_thread(shutil.rmtree, out, True)
-            out.mkdir()
-            view = None
-            if base is not None:
-                view = await local_view_sql(
-                    self.rt.storage, base, work / "objects", name=merge.CURRENT
-                )
             try:
-                diff = await asyncio.to_thread(
-                    merge.diff,
-                    view,
-                    base.columns if base else [],
+                diff, out = await upserts.compute(
+                    self.rt.storage,
+                    base,
                     upload,
                     columns,
+                    work,
                     key=req.key,
                     rule=req.schema_rule,
                     delete_missing=req.delete_missing,
                     template=template,
-                    reembed_all=reembed_all,
-                    out=out,
                     id_column=req.embed.id_column if req.embed else None,
+                    reembed_all=reembed_all,
                 )
             except (merge.KeyError400, duckdb.ConversionException) as exc:
                 raise Permanent(str(exc), status=400, error="invalid upsert") from None
@@ -304,26 +286,12 @@ class IngestWorker(Worker):
             if done is not None:
                 reply, key = done[0], done[1]
                 break
-            fingerprint = fingerprint_of(diff.columns)
-            written = []
-            if (out / "data.parquet").exists():
-                written.append(
-                    await catalog.store_object(
-                        self.rt.storage, req.name, fingerprint, out / "data.parquet", diff.data_rows
-                    )
-                )
-            deletes = []
-            if diff.delete_keys:
-                deletes.append(
-                    await catalog.store_object(
-                        self.rt.storage, req.name, None, out / "deletes.parquet", diff.delete_keys
-                    )
-                )
+            written, deletes = await upserts.store(self.rt.storage, req.name, diff, out)
             faults.point(self.rt.settings, "ingest.upsert.before_register")
             register = RegisterRequest(
                 request_id=req.job_id,
                 name=req.name,
-                schema_fingerprint=fingerprint,
+                schema_fingerprint=fingerprint_of(diff.columns),
                 columns=diff.columns,
                 objects=written,
                 mode="upsert",
@@ -360,16 +328,21 @@ class IngestWorker(Worker):
         index filled before they were), the rows the diff found new or changed in text. Then
         delete the removed keys and record what the index now holds."""
         assert req.embed is not None
+        template, id_column = req.embed.text_template, req.embed.id_column
         revision = out / "revision.parquet"
         rows = pq.read_metadata(revision).num_rows
         known = await texts.recorded(self.rt.storage, spec.name, work)
         if known is None:
-            batches, ids, shas, _ = await self.publish_embeds(req, spec, out / "embed.parquet")
-            held, held_shas = await asyncio.to_thread(hashes, revision, req.embed)
+            candidates = rendered(out / "embed.parquet", template, id_column)
+            sent = await autoembed.publish(self.rt.js, spec, req.job_id, candidates)
+            held, held_shas = await asyncio.to_thread(
+                autoembed.hashes, rendered(revision, template, id_column)
+            )
         else:
-            batches, ids, shas, rows = await self.publish_embeds(req, spec, revision, known)
-            held, held_shas = ids, shas
-        await self.delete_items(spec, diff.deleted_ids)
+            everything = rendered(revision, template, id_column)
+            sent = await autoembed.publish(self.rt.js, spec, req.job_id, everything, known)
+            held, held_shas, rows = sent.ids, sent.shas, sent.read
+        await publish_deletes(self.rt.js, spec, diff.deleted_ids)
         gone: list[bytes | None] = [None] * len(diff.deleted_ids)
         await texts.record(
             self.rt.storage,
@@ -380,100 +353,26 @@ class IngestWorker(Worker):
             work,
         )
         counts = EmbedCounts(
-            texts_embedded=len(ids),
-            unchanged_skipped=rows - len(ids),
+            texts_embedded=len(sent.ids),
+            unchanged_skipped=rows - len(sent.ids),
             deleted=len(diff.deleted_ids),
         )
-        return batches, counts
+        return sent.batches, counts
 
     async def registered_before(
         self, req: IngestRequest
     ) -> tuple[RegisterReply, str, Manifest | None] | None:
         """When this job's upsert is already in the dataset's history: its reply, data object
         key, and the manifest it was computed on (None: the dataset was new)."""
-        previous: Manifest | None = None
-        for entry in await catalog.history(self.rt.nc, req.name):
-            m = entry.event.manifest if entry.event.type == "registered" else None
-            if m is not None and m.last_request == req.job_id:
-                new = [o.key for o in m.objects if o.revision == m.revision]
-                reply = RegisterReply(
-                    manifest=m, existing=previous is not None, catalog_seq=entry.seq
-                )
-                return reply, (new[0] if new else ""), previous
-            previous = m
-        return None
-
-    async def ensure_index(self, req: IngestRequest, embed: AutoEmbed) -> IndexSpec:
-        """The auto-embed index (created, 384-d cosine by default, when missing)."""
-        js = self.rt.js
-        spec = await get_index(js, embed.index)
-        if spec is None:
-            spec = IndexSpec(
-                name=embed.index,
-                dim=model_dim(self.rt.settings),
-                dataset=req.name,
-                id_column=embed.id_column,
-                text_template=embed.text_template,
-            )
-            with contextlib.suppress(Conflict):
-                await create_index(js, spec)
-            spec = await get_index(js, embed.index) or spec
-        return spec
-
-    async def delete_items(self, spec: IndexSpec, ids: list[str]) -> None:
-        if ids:
-            items = batches(ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
-            await publish_vectors(self.rt.js, spec.name, items)
-
-    async def publish_embeds(
-        self,
-        req: IngestRequest,
-        spec: IndexSpec,
-        parquet: Path,
-        known: dict[str, bytes | None] | None = None,
-    ) -> tuple[int, list[str], list[bytes], int]:
-        """Embed requests for the rows of ``parquet`` (all, or with ``known`` those whose text
-        hash differs from it), EMBED_BATCH items each, with deterministic batch ids: a
-        redelivered job republishes the same ids, which JetStream stores once. Returns the
-        batches, the ids and text hashes published, and the rows read."""
-        assert req.embed is not None
-        embed, js = req.embed, self.rt.js
-        acks: list[asyncio.Future[Any]] = []
-        items: list[TextItem] = []
-        ids: list[str] = []
-        shas: list[bytes] = []
-        rows = 0
-
-        async def send() -> None:
-            er = EmbedRequest(
-                batch_id=f"{req.job_id}-{len(acks)}",
-                index=spec.name,
-                items=items,
-                job_id=req.job_id,
-            )
-            acks.append(
-                await js.publish_async(
-                    S.embed_requests(spec.name),
-                    er.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": er.batch_id},
-                )
-            )
-
-        for item_id, text in rendered(parquet, embed.text_template, embed.id_column):
-            rows += 1
-            digest = texts.sha(text)
-            if known is not None and known.get(item_id) == digest:
-                continue
-            items.append(TextItem(id=item_id, text=text))
-            ids.append(item_id)
-            shas.append(digest)
-            if len(items) == EMBED_BATCH:
-                await send()
-                items = []
-        if items:
-            await send()
-        await asyncio.gather(*acks)
-        return len(acks), ids, shas, rows
+        found = await catalog.registered_by(self.rt.nc, req.name, req.job_id)
+        if found is None:
+            return None
+        entry, previous = found
+        m = entry.event.manifest
+        assert m is not None
+        new = [o.key for o in m.objects if o.revision == m.revision]
+        reply = RegisterReply(manifest=m, existing=previous is not None, catalog_seq=entry.seq)
+        return reply, (new[0] if new else ""), previous
 
     async def convert(
         self, req: IngestRequest, src: Path, out: Path, types: dict[str, str] | None

@@ -290,6 +290,5 @@ async def delete_items(
 ) -> JSONResponse:
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
-    encoded = batches.batches(body.ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
-    await batches.publish(js, name, encoded)
+    await batches.publish_deletes(js, spec, body.ids)
     return JSONResponse({"deleted": len(body.ids)}, 202)

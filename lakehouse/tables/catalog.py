@@ -80,6 +80,20 @@ async def history(nc: NATS, name: str) -> list[Entry]:
     ]
 
 
+async def registered_by(
+    nc: NATS, name: str, request_id: str
+) -> tuple[Entry, Manifest | None] | None:
+    """The event that request ``request_id`` registered on ``name``, and the manifest before
+    it (None: the dataset was new); None when the request is not in the history."""
+    previous: Manifest | None = None
+    for entry in await history(nc, name):
+        m = entry.event.manifest if entry.event.type == "registered" else None
+        if m is not None and m.last_request == request_id:
+            return entry, previous
+        previous = m
+    return None
+
+
 async def revisions(nc: NATS, name: str) -> list[Manifest]:
     """The manifests of the dataset's current life (since its last delete), oldest first."""
     found: list[Manifest] = []

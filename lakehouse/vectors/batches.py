@@ -23,6 +23,7 @@ from nats.js.errors import APIError
 from lakehouse.platform import backoff
 from lakehouse.platform.errors import BadRequest
 from schemas import subjects as S
+from schemas.vectors import IndexSpec
 
 MsgId = Callable[[int, bytes], str]
 """Gives a batch its Nats-Msg-Id from (partition, encoded batch)."""
@@ -189,3 +190,11 @@ async def publish(
         tasks.append(asyncio.create_task(send(part, data)))
     await asyncio.gather(*tasks)
     return len(tasks)
+
+
+async def publish_deletes(js: JetStreamContext, spec: IndexSpec, ids: Sequence[str]) -> int:
+    """Delete ``ids`` from the index (one delete batch per partition owning some)."""
+    if not ids:
+        return 0
+    encoded = batches(ids, None, dim=spec.dim, partitions=spec.partitions, op="delete")
+    return await publish(js, spec.name, encoded)
