@@ -182,8 +182,12 @@ class QueryWorker(Worker):
             target = f"{ident(schema)}.{ident(m.name)}"
             views.append(await local_view_sql(self.rt.storage, m, self.cache, name=target))
         self.db.execute(f"CREATE SCHEMA {ident(schema)}")
-        for view in views:
-            self.db.execute(view)
+        try:
+            for view in views:
+                self.db.execute(view)
+        except BaseException:  # e.g. an object collected since the check: leave nothing behind
+            self.db.execute(f"DROP SCHEMA {ident(schema)} CASCADE")
+            raise
         return schema
 
     def run(
