@@ -32,6 +32,11 @@ class NatsSettings(BaseModel):
     creds_file: Path | None = Field(None, description="NATS .creds file (JWT + nkey seed).")
     connect_timeout: float = 5.0
     request_timeout: float = 10.0
+    inbox_prefix: str = Field(
+        "_INBOX",
+        description="Prefix of this process's reply subjects; each service of a secured stack "
+        "has its own (_INBOX_<user>), which its NATS permissions allow and no one else's do.",
+    )
 
 
 class StorageSettings(BaseModel):
@@ -43,6 +48,53 @@ class StorageSettings(BaseModel):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_part_size: int = Field(8 * MiB, description="Multipart part size in bytes (>= 5 MiB).")
+
+
+class TlsSettings(BaseModel):
+    """Certificates of this process. ``ca_file`` is what it trusts (NATS servers, S3, the
+    gateway); ``cert_file``/``key_file`` are its own: the gateway serves HTTPS with them,
+    a NATS client presents them (mutual TLS), nats-server uses them for clients and routes."""
+
+    ca_file: Path | None = Field(None, description="CA bundle (PEM) this process trusts.")
+    cert_file: Path | None = Field(None, description="This process's certificate (PEM).")
+    key_file: Path | None = Field(None, description="Its private key (PEM).")
+
+
+class AuthSettings(BaseModel):
+    keys_file: Path | None = Field(
+        None,
+        description="Gateway API keys (hashes only); default <data_dir>/secrets/keys.json. "
+        "No keys and a loopback bind: no authentication.",
+    )
+    insecure_no_auth: bool = Field(
+        False, description="Serve a non-loopback address without API keys (said in /health)."
+    )
+    session_ttl: float = Field(8 * 3600.0, description="Seconds a web login lasts.")
+
+
+class LimitsSettings(BaseModel):
+    """What one request may ask for; a limit hit is a 4xx naming the limit, never a 5xx."""
+
+    max_json_bytes: int = Field(16 * MiB, description="Largest JSON request body (413).")
+    max_k: int = Field(1000, description="Largest k (top-K) of a search.")
+    max_items_per_add: int = Field(10_000, description="Items in one POST .../items.")
+    max_filter_ids: int = Field(
+        2_000_000, description="Ids a search filter may resolve to (400 above)."
+    )
+    max_sql_result_bytes: int = Field(
+        256 * MiB, description="Bytes of one SQL result before it is refused (413)."
+    )
+    max_csv_columns: int = Field(2000, description="Columns of an ingested CSV (400 above).")
+    max_cell_bytes: int = Field(
+        8 * MiB, description="Bytes of one CSV field (400 above); resumes fit easily."
+    )
+    requests_per_second: float = Field(
+        0.0, description="Sustained requests per second per API key; 0 = unlimited (429)."
+    )
+    burst: int = Field(50, description="Requests a key may make at once above the rate.")
+    max_concurrent_queries: int = Field(
+        16, description="SQL and search requests in flight per key per gateway (429 above)."
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -154,6 +206,11 @@ class VectorSettings(BaseModel):
 
 class SupervisorSettings(BaseModel):
     nats_port: int = 4222
+    secure: bool = Field(
+        False,
+        description="API keys, NATS users per service and TLS everywhere; certificates, keys "
+        "and passwords are made under <data_dir>/secrets on first start.",
+    )
     replicas: dict[str, int] = Field(default_factory=dict, description="Processes per worker kind.")
     restart_backoff_max: float = 30.0
     stop_timeout: float = Field(30.0, description="Seconds a child gets to drain before SIGKILL.")
@@ -179,6 +236,9 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     vectors: VectorSettings = VectorSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
     faults: dict[str, str] = Field(
         default_factory=dict,
         description="Crash-test fault points, point -> action (see lakehouse/faults.py). "
@@ -196,6 +256,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Highest priority first: CLI flags (init), environment, the TOML file, defaults.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where ``up --secure`` keeps the CA, certificates, API keys and NATS passwords."""
+        return self.data_dir / "secrets"
+
+    @property
+    def keys_file(self) -> Path:
+        return self.auth.keys_file or self.secrets_dir / "keys.json"
 
     @property
     def storage_url(self) -> str:
