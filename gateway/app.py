@@ -9,22 +9,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from starlette.middleware.gzip import GZipMiddleware
 
-from gateway import errors, filters, mcp
+from gateway import auth, errors, filters, limits, mcp
 from gateway.filters import Filters
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
 from gateway.web import datasets as dataset_pages
-from gateway.web import pages
+from gateway.web import login, pages
 from lakehouse import __version__
 from lakehouse.platform import backoff
+from lakehouse.platform.auth import KeyStore
 from lakehouse.platform.bus import connect
 from lakehouse.platform.config import Settings, load_settings, redact_url
 from lakehouse.platform.errors import Unavailable
@@ -50,6 +52,8 @@ class State:
     catalog_seq: int = 0  # newest catalog event this gateway has seen (read-your-writes)
     index_specs: dict[str, Any] = field(default_factory=dict)  # cleared on any index change
     filters: Filters = field(default_factory=lambda: Filters(0))
+    keys: KeyStore = field(default_factory=lambda: KeyStore(Path("/nonexistent/keys.json")))
+    limits: auth.Limits = field(default_factory=lambda: auth.Limits(0, 1, 1))
 
     @property
     def nats_connected(self) -> bool:
@@ -80,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = State(settings, open_storage(settings))
         state.put_slots = asyncio.Semaphore(settings.gateway.max_concurrent_puts)
         state.filters = Filters(settings.gateway.filter_cache_bytes)
+        state.keys = KeyStore(settings.keys_file)
+        lim = settings.limits
+        state.limits = auth.Limits(lim.requests_per_second, lim.burst, lim.max_concurrent_queries)
         app.state.lh = state
         warm_routes(app)
 
@@ -133,8 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(auth.authorize)],
     )
     errors.install(app)
+    limits.install(app, settings)
+    auth.install(app)
     app.include_router(health.router)
     app.include_router(storage.router)
     app.include_router(catalog.router)
@@ -145,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(contract.router)
     app.include_router(pages.router)
     app.include_router(dataset_pages.router)
+    app.include_router(login.router)
     # The page assets (htmx is 52 KB, 16 KB gzipped) compressed; the JSON routes are not.
     static = GZipMiddleware(StaticFiles(directory=pages.STATIC_DIR), minimum_size=1024)
     app.mount("/static", static, name="static")

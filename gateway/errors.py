@@ -34,11 +34,15 @@ RETRY_AFTER = 5
 """Seconds a 503 asks the client to wait when the error names no other delay."""
 
 DESCRIPTIONS = {
+    401: "No API key, or one that matches no key (``WWW-Authenticate: Bearer``).",
     400: "Invalid request: a parameter or the body breaks its schema (``detail`` lists each "
     "`{loc, msg}`), or a rule the schema cannot state (named in ``detail``).",
-    403: "Forbidden.",
+    403: "Forbidden: the key's role or scopes do not allow this (``detail`` says what is "
+    "needed), or what the route itself refuses.",
     404: "Not found.",
     409: "Conflict with the current state.",
+    429: "A per-key limit: requests per second or queries in flight; retry after "
+    "``Retry-After`` seconds.",
     413: "Body over the configured size limit; nothing was stored.",
     500: "Unexpected error; ``detail`` names the incident id of its log line.",
     503: "Unavailable (NATS unreachable, no worker of the kind running, or over capacity): "
@@ -59,6 +63,18 @@ def error_body(error: str, detail: Any = None) -> dict[str, Any]:
     return {"error": error, "detail": detail}
 
 
+def documented(code: int, description: str | None = None) -> dict[str, Any]:
+    """One error status in an OpenAPI document: its description, the one error shape,
+    ``Retry-After`` where it has one."""
+    entry: dict[str, Any] = {
+        "description": description or DESCRIPTIONS[code],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    if code in (429, 503):
+        entry["headers"] = RETRY_AFTER_HEADER
+    return entry
+
+
 def responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error statuses a route can return (500 always), each
     with the :class:`ErrorBody` shape; ``described`` overrides a description by status
@@ -69,7 +85,7 @@ def responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
             "model": ErrorBody,
             "description": described.get(f"_{code}", DESCRIPTIONS[code]),
         }
-        if code == 503:
+        if code in (429, 503):
             entry["headers"] = RETRY_AFTER_HEADER
         out[code] = entry
     return out
@@ -92,13 +108,20 @@ def _incident(what: str) -> tuple[str, str]:
     return incident, f"unexpected error in the {what} (incident {incident}; see its log)"
 
 
+def error_response(exc: LakehouseError) -> JSONResponse:
+    """The answer for one of the core's errors, with the headers its status calls for."""
+    headers = None
+    if exc.status in (429, 503):
+        headers = {"Retry-After": str(getattr(exc, "retry_after", RETRY_AFTER))}
+    elif exc.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="lakehouse"'}
+    return JSONResponse(error_body(exc.error, exc.detail), exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LakehouseError)
     async def lakehouse_error(request: Request, exc: LakehouseError) -> JSONResponse:
-        headers = None
-        if exc.status == 503:
-            headers = {"Retry-After": str(getattr(exc, "retry_after", RETRY_AFTER))}
-        return JSONResponse(error_body(exc.error, exc.detail), exc.status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,7 +6,8 @@ polling); an event that arrives while a resolution is in flight keeps its result
 cache, and every resolution waits for the query worker to have applied the newest event the
 gateway has seen.
 
-The id set travels to the vector workers in the form ``lakehouse.vectors.idsets`` owns.
+The id set travels to the vector workers in the form ``lakehouse.vectors.idsets`` owns. A
+predicate may match at most :func:`id_cap` rows (``limits.max_filter_ids``): more is a 400.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import duckdb
 import pyarrow as pa
 from nats.aio.msg import Msg
 
+from gateway import limits
+from lakehouse.platform.config import Settings
 from lakehouse.platform.errors import BadRequest
 from lakehouse.vectors.idsets import IdSet, encode
 from schemas.catalog import CatalogEvent
@@ -52,6 +55,14 @@ def warm() -> None:
 Resolve = Callable[[SqlRequest], Awaitable[pa.Table]]
 
 
+def id_cap(settings: Settings) -> tuple[int, str]:
+    """The most rows a filter may match and the setting that says so: ``limits.max_filter_ids``,
+    or ``query.max_rows_arrow`` where that is lower (the query worker cuts an Arrow result
+    there, whoever asks)."""
+    ids, rows = settings.limits.max_filter_ids, settings.query.max_rows_arrow
+    return (ids, "limits.max_filter_ids") if ids <= rows else (rows, "query.max_rows_arrow")
+
+
 class Filters:
     """Resolved id sets by (index, predicate), least recently used first out past
     ``budget`` bytes."""
@@ -66,11 +77,17 @@ class Filters:
         self.misses = 0
 
     async def ids(
-        self, spec: IndexSpec, predicate: str, min_catalog_seq: int, run: Resolve, cap: int
+        self,
+        spec: IndexSpec,
+        predicate: str,
+        min_catalog_seq: int,
+        run: Resolve,
+        cap: int,
+        setting: str = "limits.max_filter_ids",
     ) -> tuple[IdSet, bool]:
         """The id set of ``predicate`` over ``spec``'s dataset and whether it came from the
-        cache. ``run`` executes the SQL on a query worker (Arrow reply); more than ``cap``
-        matches is a 400."""
+        cache. ``run`` executes the SQL on a query worker (Arrow reply, at most ``cap`` rows);
+        more than ``cap`` matches is a 400 naming ``setting``."""
         if not spec.dataset or not spec.id_column:
             raise BadRequest(
                 f"index {spec.name!r} has no dataset/id_column, so it cannot be filtered; "
@@ -86,9 +103,14 @@ class Filters:
         col = '"' + spec.id_column.replace('"', '""') + '"'
         sql = f'SELECT CAST({col} AS VARCHAR) AS id FROM "{spec.dataset}" WHERE {predicate}'
         epoch = self.epoch
-        table = await run(SqlRequest(sql=sql, format="arrow", min_catalog_seq=min_catalog_seq))
+        req = SqlRequest(sql=sql, format="arrow", min_catalog_seq=min_catalog_seq, max_rows=cap)
+        table = await run(req)
         if (table.schema.metadata or {}).get(b"lakehouse.truncated") == b"true":
-            raise BadRequest(f"the filter matches more than {cap} rows; narrow it")
+            raise BadRequest(
+                f"the filter matches more than {cap} rows, over the limit {cap} ({setting}); "
+                "narrow it",
+                error=limits.ERROR,
+            )
         ids = [i for i in table.column("id").to_pylist() if i is not None]
         found = encode(ids, spec.partitions)
         if self.live and epoch == self.epoch and len(found.blob) <= self.budget:

@@ -28,8 +28,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import httpx
+from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from gateway import auth, errors
+from lakehouse.platform.auth import LOOPBACK
+from lakehouse.platform.errors import LakehouseError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -41,8 +46,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.mcp")
 
+caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcp_caller", default=None)
+"""The API key of the MCP request being handled, for the tools' in-process client."""
+
+
+class NotAllowed(LakehouseError):
+    status = 405
+    error = "method not allowed"
+
+
 PATH = "/mcp"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def transport_security(host: str) -> TransportSecuritySettings:
@@ -69,6 +82,18 @@ class Endpoint:
         self.stop = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            rule = auth.RULES[(request.method, PATH)]
+            await auth.admit(request, rule)
+        except KeyError:
+            await errors.error_response(NotAllowed(request.method))(scope, receive, send)
+            return
+        except LakehouseError as exc:
+            await errors.error_response(exc)(scope, receive, send)
+            return
+        # The tools call the routes with the caller's own credentials (role, scopes, limits).
+        caller.set(auth.presented(request)[0] if request.headers.get("authorization") else None)
         manager = await self.start()
         await manager.handle_request(scope, receive, send)
 
@@ -76,7 +101,11 @@ class Endpoint:
         from lakehouse.client.http import Client
 
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-        return Client(f"http://127.0.0.1:{self.settings.gateway.port}", transport=transport)
+        return Client(
+            f"http://127.0.0.1:{self.settings.gateway.port}",
+            transport=transport,
+            api_key=caller.get(),
+        )
 
     async def start(self) -> StreamableHTTPSessionManager:
         if self.ready is None:

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 
 from lakehouse.platform import faults
 from lakehouse.platform.errors import Conflict, NotFound, Unavailable
+from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker, stop_task
 from lakehouse.tables import catalog, gc, merge
@@ -50,6 +51,7 @@ MAX_ATTEMPTS = 20
 
 class CatalogWorker(Worker):
     kind = "catalog"
+    uses = Uses(publishes=(S.all_under(S.CATALOG_EVENTS_PREFIX),), reads=(S.STREAM_CATALOG,))
 
     def serves(self) -> list[Serve]:
         return [

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from lakehouse.platform import faults
 from lakehouse.platform.bus import ConsumerSpec
 from lakehouse.platform.errors import Permanent, RetryLater, Unavailable
+from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Consume, Serve, Worker
 from lakehouse.vectors import batches
@@ -32,6 +33,10 @@ log = logging.getLogger("workers.embed")
 
 class EmbedWorker(Worker):
     kind = "embed"
+    uses = Uses(
+        publishes=(S.all_under(S.VECTORS_PREFIX), f"{S.job('*')}.embed.*"),
+        reads=(S.STREAM_INDEXES,),
+    )
 
     def consumes(self) -> list[Consume]:
         spec = ConsumerSpec(

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from lakehouse.platform import faults
 from lakehouse.platform.bus import ConsumerSpec
 from lakehouse.platform.errors import LakehouseError, NotFound, Permanent, RetryLater
+from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
 from lakehouse.tables import catalog, merge, upserts
@@ -74,6 +75,16 @@ PROGRESS_EVERY = 1.0  # seconds between progress updates
 
 class IngestWorker(Worker):
     kind = "ingest"
+    uses = Uses(
+        publishes=(
+            S.job("*"),
+            S.CATALOG_REGISTER,
+            S.index_def("*"),  # auto-embed creates its index
+            S.embed_requests("*"),
+            S.all_under(S.VECTORS_PREFIX),  # an upsert deletes the vectors of removed keys
+        ),
+        reads=(S.STREAM_CATALOG, S.STREAM_INDEXES),
+    )
 
     def consumes(self) -> list[Consume]:
         spec = ConsumerSpec(

@@ -5,7 +5,9 @@ each dataset's current state and then every new event, so views are created, rep
 dropped with no timer. Objects on S3 are copied once into a local cache (they are immutable,
 so the cache never goes stale); objects on the file backend are read in place. User SQL runs
 on its own cursor in a thread, limited to one SELECT, with file access confined to the
-datasets' objects, a row cap and a statement timeout. Rows by id (the rows shown with
+datasets' objects, a row cap, a statement timeout and a size cap: the result is serialised
+(JSON or Arrow IPC) batch by batch as DuckDB yields it, and refused (413) once it passes
+``limits.max_sql_result_bytes``, before the rest is read. Rows by id (the rows shown with
 search hits) come from an in-memory copy of the dataset, built on first use and dropped when
 its catalog event arrives (``query.row_cache_bytes`` in all, least recently used first).
 """
@@ -31,7 +33,9 @@ from lakehouse.platform.errors import (
     LakehouseError,
     NotFound,
     Timeout,
+    TooLarge,
 )
+from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker
 from lakehouse.platform.storage import keys
@@ -48,8 +52,61 @@ log = logging.getLogger("workers.query")
 ALLOWED = {"SELECT"}
 
 
+class Result:
+    """One SQL result serialised as its batches arrive (``json``: each batch's rows as JSON
+    text; ``arrow``: the batches, written as one IPC stream at the end), refused with a 413
+    as soon as its size passes ``limit`` bytes: one batch over at most is ever held."""
+
+    def __init__(self, fmt: str, schema: pa.Schema, types: list[str], limit: int) -> None:
+        self.fmt, self.schema, self.types, self.limit = fmt, schema, types, limit
+        self.parts: list[bytes] = []  # json: each batch's rows, without the outer brackets
+        self.batches: list[pa.RecordBatch] = []  # arrow
+        self.size = 0
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.rows += batch.num_rows
+        if self.fmt == "arrow":
+            self.batches.append(batch)
+            self.size += batch.nbytes  # its IPC body, but for padding
+        else:
+            rows = table_rows(pa.Table.from_batches([batch]), self.types)
+            self.parts.append(json.dumps(rows, ensure_ascii=False)[1:-1].encode())
+            self.size += len(self.parts[-1]) + 2
+        self.check(self.size, "at least ")
+
+    def check(self, size: int, bound: str = "") -> None:
+        if size > self.limit:
+            raise TooLarge(
+                f"SQL result of {bound}{size} bytes is over the limit {self.limit} "
+                "(limits.max_sql_result_bytes); select fewer rows or columns",
+                error="limit exceeded",
+            )
+
+    def finish(self, truncated: bool) -> bytes:
+        if self.fmt == "arrow":
+            sink = pa.BufferOutputStream()
+            meta = {"lakehouse.truncated": str(truncated).lower()}
+            with pa.ipc.new_stream(sink, self.schema.with_metadata(meta)) as writer:
+                for batch in self.batches:
+                    writer.write_batch(batch)
+            out = bytes(sink.getvalue().to_pybytes())
+        else:
+            columns = [
+                {"name": f.name, "type": t} for f, t in zip(self.schema, self.types, strict=True)
+            ]
+            head = json.dumps({"columns": columns}, ensure_ascii=False)[:-1].encode()
+            tail = f'], "row_count": {self.rows}, "truncated": {str(truncated).lower()}}}'
+            out = b"".join([head, b', "rows": [', b", ".join(self.parts), tail.encode()])
+        self.check(len(out))
+        return out
+
+
 class QueryWorker(Worker):
     kind = "query"
+    uses = Uses(reads=(S.STREAM_CATALOG,), follows=(S.STREAM_CATALOG,))
 
     def serves(self) -> list[Serve]:
         return [Serve(S.QUERY_SQL, self.sql), Serve(S.QUERY_ROWS, self.rows)]
@@ -141,9 +198,11 @@ class QueryWorker(Worker):
         cur = self.db.cursor()
         if schema is not None:
             cur.execute(f"SET search_path = {literal(schema + ',main')}")
-        work = asyncio.ensure_future(asyncio.to_thread(self.run, cur, req.sql, max_rows))
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self.run, cur, req.sql, max_rows, req.format)
+        )
         try:
-            table, types, truncated = await asyncio.wait_for(asyncio.shield(work), timeout)
+            return await asyncio.wait_for(asyncio.shield(work), timeout)
         except TimeoutError:
             cur.interrupt()
             await asyncio.gather(work, return_exceptions=True)
@@ -155,22 +214,6 @@ class QueryWorker(Worker):
                 cur.close()
             if schema is not None:
                 self.db.execute(f"DROP SCHEMA IF EXISTS {ident(schema)} CASCADE")
-        if req.format == "arrow":
-            meta = {"lakehouse.truncated": str(truncated).lower()}
-            table = table.replace_schema_metadata(meta)
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            return bytes(sink.getvalue().to_pybytes())
-        body = {
-            "columns": [
-                {"name": n, "type": t} for n, t in zip(table.column_names, types, strict=True)
-            ],
-            "rows": table_rows(table, types),
-            "row_count": table.num_rows,
-            "truncated": truncated,
-        }
-        return json.dumps(body, ensure_ascii=False).encode()
 
     async def time_travel(self, as_of: dict[str, int]) -> str:
         """A schema of this request's own holding a view of each dataset at its revision
@@ -190,9 +233,8 @@ class QueryWorker(Worker):
             raise
         return schema
 
-    def run(
-        self, cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int
-    ) -> tuple[pa.Table, list[str], bool]:
+    def run(self, cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int, fmt: str) -> bytes:
+        """The statement's result, serialised (:class:`Result`): at most ``max_rows`` rows."""
         try:
             statements = cur.extract_statements(sql)
             if len(statements) != 1:
@@ -207,14 +249,16 @@ class QueryWorker(Worker):
             rel = cur.sql(sql)
             types = [str(t) for t in rel.types]
             reader = rel.to_arrow_reader(8192)
-            batches, rows = [], 0
+            limit = self.rt.settings.limits.max_sql_result_bytes
+            result = Result(fmt, reader.schema, types, limit)
+            truncated = False
             for batch in reader:
-                batches.append(batch)
-                rows += batch.num_rows
-                if rows > max_rows:
+                if result.rows + batch.num_rows > max_rows:
+                    batch, truncated = batch.slice(0, max_rows - result.rows), True
+                result.add(batch)
+                if truncated:
                     break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
-            return table.slice(0, max_rows), types, rows > max_rows
+            return result.finish(truncated)
         except LakehouseError:
             raise
         except duckdb.InterruptException:

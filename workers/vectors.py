@@ -32,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from lakehouse.platform import faults
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.leases import Leases
+from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker, stop_task
 from lakehouse.platform.storage import keys
@@ -72,6 +73,12 @@ class Owned:
 
 class VectorWorker(Worker):
     kind = "vectors"
+    uses = Uses(
+        reads=(S.STREAM_INDEXES,),
+        follows=(S.STREAM_VECTORS,),
+        subscribes=(S.all_under(S.INDEXES_PREFIX),),
+        buckets=(S.KV_LEASES,),
+    )
 
     def serves(self) -> list[Serve]:
         return [Serve(f"{S.SEARCH_PREFIX}.*", self.search, queue=False, concurrency=64)]

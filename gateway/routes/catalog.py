@@ -8,11 +8,11 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from gateway import errors
+from gateway import auth, errors
 from gateway.routes import state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
@@ -70,8 +70,14 @@ async def ask(st: State, subject: str, payload: Any, *, timeouts: float = 1) -> 
         **errors.responses(503, 504),
     },
 )
-async def list_datasets(st: State = Depends(state)) -> Response:
-    return json_response(await ask(st, S.CATALOG_LIST, b"{}"))
+async def list_datasets(request: Request, st: State = Depends(state)) -> Response:
+    raw = await ask(st, S.CATALOG_LIST, b"{}")
+    if not auth.key_of(request).scoped:
+        return json_response(raw)
+    listed = DatasetList.model_validate_json(raw)
+    keep = set(auth.visible(request, [m.name for m in listed.datasets]))
+    listed.datasets = [m for m in listed.datasets if m.name in keep]
+    return json_response(listed.model_dump_json().encode())
 
 
 @router.post(
@@ -90,7 +96,8 @@ async def list_datasets(st: State = Depends(state)) -> Response:
         ),
     },
 )
-async def register(body: RegisterBody, st: State = Depends(state)) -> Response:
+async def register(body: RegisterBody, request: Request, st: State = Depends(state)) -> Response:
+    auth.require_name(request, body.name)
     raw = await ask(st, S.CATALOG_REGISTER, RegisterRequest(**body.model_dump()))
     st.saw_catalog_seq(RegisterReply.model_validate_json(raw).catalog_seq)
     return json_response(raw)

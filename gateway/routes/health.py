@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from nats.aio.msg import Msg
 from pydantic import BaseModel, Field, ValidationError
 
-from gateway import errors
+from gateway import auth, errors
 from gateway.routes import state
 from lakehouse import __version__
 from lakehouse.platform.config import redact_url
@@ -31,6 +31,12 @@ class GatewayInfo(BaseModel):
     pid: int = Field(description="Gateway process id.")
     started_at: datetime = Field(description="When the gateway started (UTC).")
     storage: str = Field(description="Storage URL.", examples=["file:///srv/data/objects"])
+    auth: str = Field(
+        description="How callers are authenticated: `api keys`, `none (loopback only)` or "
+        "`none (--insecure-no-auth)`.",
+        examples=["api keys"],
+    )
+    tls: bool = Field(description="Whether the gateway serves HTTPS.")
 
 
 class NatsInfo(BaseModel):
@@ -68,6 +74,8 @@ EXAMPLE = {
         "pid": 4100,
         "started_at": "2026-01-01T00:00:00+00:00",
         "storage": "file:///srv/lakehouse/data/objects",
+        "auth": "none (loopback only)",
+        "tls": False,
     },
     "nats": {"connected": True, "url": "nats://127.0.0.1:4222"},
     "workers": {"ingest": {"replicas": 1, "instances": []}},
@@ -120,6 +128,8 @@ async def health(st: State = Depends(state)) -> JSONResponse:
         "pid": os.getpid(),
         "started_at": st.started_at.isoformat(),
         "storage": st.storage.url,
+        "auth": auth.mode(st.settings, st.keys),
+        "tls": st.settings.tls.cert_file is not None,
     }
     nats_info: dict[str, Any] = {
         "connected": st.nats_connected,

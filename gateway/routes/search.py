@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import errors
+from gateway import errors, filters, limits
 from gateway.routes import state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
 from lakehouse.platform.errors import BadRequest, LakehouseError
@@ -32,15 +32,27 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["vectors"])
 
 
+K_CEILING = 10_000
+"""The largest k the contract allows (``SearchRequest.k``); ``limits.max_k`` is the
+configured limit under it."""
+
+
 class SearchOptions(BaseModel):
-    k: Int = Field(10, ge=1, le=1000, description="Hits wanted.")
+    k: Int = Field(
+        10,
+        ge=1,
+        le=K_CEILING,
+        description="Hits wanted: at most `limits.max_k` (1000 unless configured; 400 above).",
+    )
     ef: Int | None = Field(
         None, ge=1, le=4096, description="Beam width (default: the index's ef_search)."
     )
     filter: str | None = Field(
         None,
         min_length=1,
-        description="SQL predicate over the index's dataset; only matching rows are returned.",
+        description="SQL predicate over the index's dataset; only matching rows are returned. "
+        "It may match at most `limits.max_filter_ids` rows (2,000,000 unless configured; "
+        "400 above).",
         examples=["state = 'IL' AND reliability > 0.8"],
     )
     fields: list[str] | None = Field(
@@ -121,7 +133,8 @@ async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> tuple[Id
         raw = await call(st.require_nats(), S.QUERY_SQL, req, timeout=qs.timeout + 5, what="query")
         return pa.ipc.open_stream(pa.BufferReader(raw)).read_all()
 
-    return await st.filters.ids(spec, predicate, st.catalog_seq, run, qs.max_rows_arrow)
+    cap, setting = filters.id_cap(st.settings)
+    return await st.filters.ids(spec, predicate, st.catalog_seq, run, cap, setting)
 
 
 @router.post(
@@ -138,7 +151,8 @@ async def resolve_filter(st: State, spec: IndexSpec, predicate: str) -> tuple[Id
             504,
             _400="Invalid request, a query of the wrong dimension, a filter that is not a valid "
             "predicate, or a filter on an index without dataset/id_column; `like` an item that "
-            "has no row.",
+            "has no row; `k` over `limits.max_k`, or a filter matching more rows than "
+            "`limits.max_filter_ids` (`error`: `limit exceeded`, `detail` naming the limit).",
             _403="The filter reaches outside the datasets (the SQL sandbox).",
         ),
     },
@@ -147,6 +161,7 @@ async def search(
     name: IndexName, body: VectorQuery | TextQuery | LikeQuery, st: State = Depends(state)
 ) -> Response:
     started = time.perf_counter()
+    limits.check("k", body.k, st.settings.limits.max_k, "limits.max_k")
     spec = await require_index(st, name)
     embed_ms = rows_ms = 0.0
     text, k = None, body.k

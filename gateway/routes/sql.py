@@ -58,11 +58,16 @@ class SqlBody(BaseModel):
         **errors.responses(
             400,
             403,
+            413,
             503,
             504,
             _400="Invalid request, SQL error (DuckDB's message) or more than one statement; an "
             "`as_of` revision unknown or collected (naming the revisions available).",
             _403="Not a SELECT, or file/URL access outside the datasets.",
+            _413="The result is over `limits.max_sql_result_bytes` (256 MiB unless configured), "
+            "JSON or Arrow as asked: the query worker stops building it there and answers this "
+            "(`error`: `limit exceeded`, `detail` naming the limit); select fewer rows or "
+            "columns.",
             _504="Statement timeout (`query.timeout`); the statement was interrupted.",
         ),
     },

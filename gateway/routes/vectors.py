@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import errors
+from gateway import auth, errors, limits
 from gateway.routes import state
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import scatter
@@ -103,7 +103,9 @@ class AddBody(BaseModel):
     items: list[VectorItem | TextItemBody] = Field(
         min_length=1,
         max_length=100_000,
-        description="Items, each with exactly one of `vector` or `text`.",
+        description="Items, each with exactly one of `vector` or `text`: at most "
+        "`limits.max_items_per_add` (10,000 unless configured; 400 above) in a body of at "
+        "most `limits.max_json_bytes`.",
         examples=[[{"id": "1", "text": "Electrician, industrial wiring, 480V"}]],
     )
 
@@ -141,7 +143,10 @@ async def require_index(st: State, name: str) -> IndexSpec:
         **errors.responses(400, 409, 503, _409="A live index has that name."),
     },
 )
-async def create(body: IndexDefinition, st: State = Depends(state)) -> dict[str, Any]:
+async def create(
+    body: IndexDefinition, request: Request, st: State = Depends(state)
+) -> dict[str, Any]:
+    auth.require_name(request, body.name)
     spec = await create_index(st.require_nats().jetstream(), IndexSpec(**body.model_dump()))
     return spec.model_dump(mode="json", exclude={"v", "deleted"})
 
@@ -154,8 +159,10 @@ async def create(body: IndexDefinition, st: State = Depends(state)) -> dict[str,
         **errors.responses(503),
     },
 )
-async def indexes(st: State = Depends(state)) -> dict[str, Any]:
+async def indexes(request: Request, st: State = Depends(state)) -> dict[str, Any]:
     specs = await list_indexes(st.require_nats().jetstream())
+    shown = set(auth.visible(request, [s.name for s in specs]))
+    specs = [s for s in specs if s.name in shown]
     return {"indexes": [s.model_dump(mode="json", exclude={"v", "deleted"}) for s in specs]}
 
 
@@ -233,11 +240,18 @@ async def delete_index(name: IndexName, st: State = Depends(state)) -> dict[str,
     responses={
         202: {"model": AddReply, "description": "Published; the partitions apply it shortly."},
         **errors.responses(
-            400, 404, 503, _400="Invalid request, or a vector whose length is not the index's dim."
+            400,
+            404,
+            503,
+            _400="Invalid request, or a vector whose length is not the index's dim; more items "
+            "than `limits.max_items_per_add` (`error`: `limit exceeded`, `detail` naming the "
+            "limit).",
         ),
     },
 )
 async def add(name: IndexName, body: AddBody, st: State = Depends(state)) -> JSONResponse:
+    most = st.settings.limits.max_items_per_add
+    limits.check("items", len(body.items), most, "limits.max_items_per_add", "; send them in parts")
     spec = await require_index(st, name)
     js = st.require_nats().jetstream()
     vec_items = [i for i in body.items if isinstance(i, VectorItem)]

@@ -34,7 +34,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/datasets", response_class=HTMLResponse)
 async def datasets(request: Request, st: State = Depends(state)) -> HTMLResponse:
-    listing = body_of(await catalog_routes.list_datasets(st))
+    listing = body_of(await catalog_routes.list_datasets(request, st))
     specs = await list_indexes(st.require_nats().jetstream())
     embedded = {s.dataset: s.name for s in specs if s.dataset}
     ctx = {"datasets": listing["datasets"], "embedded": embedded}

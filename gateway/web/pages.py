@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from gateway import auth
 from gateway.routes import catalog as catalog_routes
 from gateway.routes import health as health_routes
 from gateway.routes import search as search_routes
@@ -123,6 +124,8 @@ async def find(
     st: State = Depends(state),
 ) -> HTMLResponse:
     specs = [s for s in await list_indexes(st.require_nats().jetstream()) if s.dataset]
+    shown = set(auth.visible(request, [s.name for s in specs]))
+    specs = [s for s in specs if s.name in shown]
     ctx: dict[str, Any] = {
         "specs": specs,
         "q": q,

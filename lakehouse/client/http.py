@@ -8,6 +8,7 @@ shape as one line; an unreachable gateway is a ``GatewayError`` too (status 0).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,29 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:3110"
 URL_ENV = "LAKEHOUSE_URL"
+CA_ENV = "LAKEHOUSE_CA"
+"""A CA bundle (PEM) to trust for an https gateway, e.g. ``<data_dir>/secrets/ca.pem``;
+unset: the system's trust (httpx honours ``SSL_CERT_FILE``)."""
+
+
+KEY_ENV = "LAKEHOUSE_API_KEY"
+
+
+def default_key() -> str | None:
+    """The API key the verbs for people send: ``$LAKEHOUSE_API_KEY`` (none: the gateway
+    must be one without keys, on loopback)."""
+    return os.environ.get(KEY_ENV) or None
 
 
 def default_url() -> str:
     return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def default_verify() -> ssl.SSLContext | bool:
+    """What an https gateway's certificate is checked against: ``$LAKEHOUSE_CA``, else the
+    default trust."""
+    ca = os.environ.get(CA_ENV)
+    return ssl.create_default_context(cafile=ca) if ca else True
 
 
 class GatewayError(Exception):
@@ -51,9 +71,17 @@ class Client:
         *,
         timeout: float = 150.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = (url or default_url()).rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+        key = api_key if api_key is not None or transport is not None else default_key()
+        self.http = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=timeout,
+            transport=transport,
+            verify=default_verify() if transport is None else True,
+            headers={"Authorization": f"Bearer {key}"} if key else None,
+        )
 
     async def __aenter__(self) -> Client:
         return self
@@ -68,9 +96,7 @@ class Client:
         try:
             r = await self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            raise GatewayError(
-                0, f"cannot reach the gateway at {self.url}", type(exc).__name__
-            ) from None
+            raise GatewayError(0, f"cannot reach the gateway at {self.url}", _why(exc)) from None
         if r.status_code >= 400:
             raise error_of(r)
         return r
@@ -206,6 +232,17 @@ def finished(job: dict[str, Any]) -> bool:
         return True
     embed = job.get("embed") or {}
     return bool(embed) and embed["batches_done"] >= embed["batches"]
+
+
+def _why(exc: httpx.TransportError) -> str:
+    """The error's type, and for a refused certificate the reason and what to do."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return type(exc).__name__
+    reason = cause.verify_message or "certificate verify failed"
+    return f"TLS: {reason} (set {CA_ENV} to the CA that signed the gateway's certificate)"
 
 
 def error_of(r: httpx.Response) -> GatewayError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,19 +37,47 @@ def wait_until(
 
 @dataclass
 class NatsServer:
+    """nats-server with JetStream on ``port``, storing under ``store_dir``.
+
+    ``config``: the text of a nats-server config to run instead of the repo's
+    nats-server.conf (TLS, users and permissions, a cluster), written to
+    ``store_dir/nats.conf``. Address, port and store stay flags (``-a -p -sd``), so the
+    text leaves out ``listen``/``port`` and ``jetstream { store_dir }``. The server's log
+    is ``store_dir/nats.log``."""
+
     store_dir: Path
     port: int = field(default_factory=free_port)
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    config: str | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def log_file(self) -> Path:
+        return self.store_dir / "nats.log"
+
     def start(self) -> NatsServer:
-        argv = [*nats_server_argv(self.port, self.store_dir), *self.extra]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open("127.0.0.1", self.port), what="nats-server to listen")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config_file = None
+        if self.config is not None:
+            if re.search(r"\bstore_dir\b", self.config):
+                raise ValueError("NatsServer config must not set store_dir (-sd sets it)")
+            config_file = self.store_dir / "nats.conf"
+            config_file.write_text(self.config)
+        argv = [*nats_server_argv(self.port, self.store_dir, config=config_file), *self.extra]
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+
+        def listening() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"nats-server exited ({self.proc.returncode}):\n{tail}")
+            return port_open("127.0.0.1", self.port)
+
+        wait_until(listening, what="nats-server to listen")
         return self
 
     def stop(self) -> None:
@@ -63,16 +92,23 @@ class NatsServer:
 
 @dataclass
 class SeaweedS3:
+    """``weed mini`` under ``root``; with ``cert_file``/``key_file`` its S3 port serves
+    HTTPS only (``ca_file``: what :meth:`client` trusts, e.g. the CA that signed them)."""
+
     root: Path
     access_key: str = "lakehouse-test"
     secret_key: str = "lakehouse-test-secret"
     s3_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     ports: list[int] = field(default_factory=list)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        scheme = "https" if self.cert_file and self.key_file else "http"
+        return f"{scheme}://127.0.0.1:{self.s3_port}"
 
     def storage(self, bucket: str, part_size: int | None = None) -> dict[str, Any]:
         """The ``storage`` settings section for ``bucket`` on this server (multipart parts of
@@ -118,6 +154,8 @@ class SeaweedS3:
             "-admin.ui=false",
             "-master.telemetry=false",
         ]
+        if self.cert_file and self.key_file:
+            argv += [f"-s3.cert.file={self.cert_file}", f"-s3.key.file={self.key_file}"]
         log = (self.root / "weed.log").open("wb")
         self.proc = subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
@@ -132,6 +170,7 @@ class SeaweedS3:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
+            verify=str(self.ca_file) if self.ca_file else None,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",

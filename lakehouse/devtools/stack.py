@@ -104,14 +104,20 @@ class Proc:
 
 
 def serving(proc: Proc, settings: Settings) -> str:
-    """Wait until the gateway ``proc``, started with ``settings``, serves; its base URL."""
-    base = f"http://127.0.0.1:{settings.gateway.port}"
+    """Wait until the gateway ``proc``, started with ``settings``, serves; its base URL
+    (https, checked against ``tls.ca_file``, when it has a certificate)."""
+    from lakehouse.platform.tlsctx import client_context
+
+    tls = settings.tls
+    scheme = "https" if tls.cert_file else "http"
+    base = f"{scheme}://127.0.0.1:{settings.gateway.port}"
+    verify = client_context(tls) or True
 
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"gateway exited:\n{proc.output()}")
         try:
-            return httpx.get(f"{base}/docs", timeout=1).status_code == 200
+            return httpx.get(f"{base}/docs", timeout=1, verify=verify).status_code == 200
         except httpx.HTTPError:
             return False
 

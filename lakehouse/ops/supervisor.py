@@ -10,13 +10,16 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
+from lakehouse.ops import secure
 from lakehouse.platform import backoff
 from lakehouse.platform.bus import STREAMS, connect, provision
 from lakehouse.platform.config import Settings, child_env, redact_url
 from lakehouse.platform.procs import die_with_parent, nats_server_argv, port_open
+from lakehouse.platform.tlsctx import client_context
 
 log = logging.getLogger("lakehouse.supervisor")
 
@@ -34,13 +37,26 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, kinds: list[str], *, start_nats: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kinds: list[str],
+        *,
+        start_nats: bool,
+        workers: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.kinds = kinds
         self.start_nats = start_nats
+        self.workers = workers or {}  # kind -> worker class (for the NATS permissions)
+        self.secrets: secure.Secrets | None = None
         self.stopping = asyncio.Event()
         self.children: list[Child] = []
         self.nats: Child | None = None
+
+    def env_for(self, env: dict[str, str], user: str) -> dict[str, str]:
+        """A child's environment: the stack's, plus its own NATS user when secured."""
+        return {**env, **secure.child_env(user, self.secrets)} if self.secrets else env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -48,6 +64,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_signal, sig)
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        conf = None
+        if self.settings.supervisor.secure:
+            self.secrets = secure.prepare(self.settings, self.workers)
+            self.settings = secure.stack_settings(self.settings, self.secrets)
+            conf = self.secrets.nats_conf
         env = {**os.environ, **child_env(self.settings)}
         tasks = []
         if self.start_nats:
@@ -58,7 +79,8 @@ class Supervisor:
                     f"error: port {port} is in use; pass --nats-port or --nats-url", file=sys.stderr
                 )
                 return 2
-            self.nats = Child("nats-server", nats_server_argv(port, data_dir / "nats"), env)
+            argv = nats_server_argv(port, data_dir / "nats", config=conf)
+            self.nats = Child("nats-server", argv, env)
             tasks.append(asyncio.create_task(self._keep_running(self.nats)))
         try:
             nc = await connect(self.settings, "lakehouse-supervisor", deadline=30)
@@ -71,10 +93,11 @@ class Supervisor:
 
         exe = [sys.executable, "-m", "lakehouse"]
         replicas = self.settings.supervisor.replicas
-        self.children.append(Child("gateway", [*exe, "gateway"], env))
+        self.children.append(Child("gateway", [*exe, "gateway"], self.env_for(env, "gateway")))
         for kind in self.kinds:
+            kind_env = self.env_for(env, kind)
             for i in range(max(0, replicas.get(kind, 1))):
-                self.children.append(Child(f"{kind}-{i + 1}", [*exe, "worker", kind], env))
+                self.children.append(Child(f"{kind}-{i + 1}", [*exe, "worker", kind], kind_env))
         tasks += [asyncio.create_task(self._keep_running(c)) for c in self.children]
         await self._announce()
         await self.stopping.wait()
@@ -152,9 +175,11 @@ class Supervisor:
 
     async def _announce(self) -> None:
         gw = self.settings.gateway
-        base = f"http://{gw.host}:{gw.port}"
+        scheme = "https" if self.secrets else "http"
+        base = f"{scheme}://{gw.host}:{gw.port}"
         deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(timeout=2) as client:
+        verify = client_context(self.settings.tls) or True
+        async with httpx.AsyncClient(timeout=2, verify=verify) as client:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     if (await client.get(f"{base}/health")).status_code < 500:
@@ -168,10 +193,29 @@ class Supervisor:
             f"  NATS      {redact_url(self.settings.nats.url)}\n"
             f"  storage   {self.settings.storage_url}\n"
             f"  workers   {', '.join(self.kinds) or 'none'}\n"
+            f"{self._security_lines()}"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
 
+    def _security_lines(self) -> str:
+        if self.secrets is None:
+            if self.settings.auth.insecure_no_auth:
+                return "  auth      NONE: --insecure-no-auth (everyone who can reach it is admin)\n"
+            return ""
+        s = self.secrets
+        made = " (new)" if s.made_admin_key else ""
+        return (
+            f"  secured   API keys, NATS users per service, TLS (CA {s.paths.ca})\n"
+            f"  admin key {s.admin_key}{made}: export LAKEHOUSE_API_KEY=$(cat {s.admin_key})\n"
+        )
 
-def run_supervisor(settings: Settings, kinds: list[str], *, start_nats: bool) -> int:
-    return asyncio.run(Supervisor(settings, kinds, start_nats=start_nats).run())
+
+def run_supervisor(
+    settings: Settings,
+    kinds: list[str],
+    *,
+    start_nats: bool,
+    workers: dict[str, Any] | None = None,
+) -> int:
+    return asyncio.run(Supervisor(settings, kinds, start_nats=start_nats, workers=workers).run())

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import ssl
+import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -20,9 +24,13 @@ from nats.js.errors import APIError, NotFoundError
 
 from lakehouse.platform import backoff
 from lakehouse.platform.config import Settings, redact_url
+from lakehouse.platform.errors import PermissionDenied
+from lakehouse.platform.tlsctx import client_context
 from schemas import subjects as S
 
 log = logging.getLogger("lakehouse.bus")
+
+T = TypeVar("T")
 
 DAY = 86400.0
 
@@ -166,8 +174,20 @@ class ProvisionReport:
 
 
 async def connect(settings: Settings, name: str, *, deadline: float | None = 60.0) -> NATS:
-    """Connect with reconnect enabled; keep trying the first connect until ``deadline``."""
+    """Connect with reconnect enabled; keep trying the first connect until ``deadline``.
+
+    With ``tls.ca_file`` set the server must present a certificate of that CA (``nats://``
+    or ``tls://`` URLs alike), and ``tls.cert_file``/``key_file``, when set, are presented
+    for mutual TLS. Replies come back under ``nats.inbox_prefix``."""
     ns = settings.nats
+    last_error: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        # A failed first connect reaches wait_for below only as a timeout; its cause (a
+        # refused certificate, say) comes here. Only the last one is kept.
+        last_error[:] = [exc]
+        await _on_error(exc)
+
     opts: dict[str, Any] = {
         "servers": [u.strip() for u in ns.url.split(",")],
         "name": name,
@@ -175,10 +195,14 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
-        "error_cb": _on_error,
+        "error_cb": on_error,
         "disconnected_cb": _on_disconnect,
         "reconnected_cb": _on_reconnect,
+        "inbox_prefix": ns.inbox_prefix,
     }
+    ctx = client_context(settings.tls)
+    if ctx is not None:
+        opts["tls"] = ctx
     if ns.user:
         opts["user"] = ns.user
     if ns.password:
@@ -198,16 +222,21 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
         attempt = max(ns.connect_timeout, 1.0)
         if give_up is not None:
             attempt = max(0.5, min(attempt, give_up - loop.time()))
+        last_error.clear()
         try:
             return await asyncio.wait_for(nats.connect(**opts), attempt)
         except Exception as exc:
+            cause = last_error[0] if last_error and isinstance(exc, TimeoutError) else exc
+            why = type(cause).__name__
+            if isinstance(cause, ssl.SSLError):  # say which: unknown CA, no client cert, ...
+                why += f" ({getattr(cause, 'verify_message', None) or cause.reason})"
             if give_up is not None and loop.time() + delay > give_up:
                 raise ConnectionError(
-                    f"cannot connect to NATS at {redact_url(ns.url)}: {type(exc).__name__}"
+                    f"cannot connect to NATS at {redact_url(ns.url)}: {why}"
                 ) from None
             log.warning(
                 "nats connect failed, retrying",
-                extra={"url": redact_url(ns.url), "error": type(exc).__name__, "retry_in": delay},
+                extra={"url": redact_url(ns.url), "error": why, "retry_in": delay},
             )
             await asyncio.sleep(delay)
 
@@ -225,7 +254,73 @@ async def settle(nc: NATS) -> None:
     await nc.flush()
 
 
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
+_REFUSED_KEPT = 64
+# Violations per connection, oldest first: nats-py reports them from the connection's
+# reading task, which is how _on_error (given only the error) knows whose they are.
+_refused: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[str, str], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def violation(exc: BaseException | None) -> tuple[str, str] | None:
+    """``(operation, subject)`` of a permissions violation the server reported (operation
+    ``publish`` or ``subscription``; the subject lowercased, as nats-py passes it on), else
+    None."""
+    found = _VIOLATION.search(str(exc)) if exc is not None else None
+    return (found[1].lower(), found[2].lower()) if found else None
+
+
+def denied(nc: NATS, subject: str) -> str | None:
+    """Why a request on ``subject`` timed out when the server refused it: a violation for a
+    publish to ``subject``, or for a subscription under ``nc``'s reply prefix (the request's
+    reply inbox); None for a plain timeout. Looked up in the violations ``nc`` got (the last
+    few, several requests may be refused at once) and in ``nc.last_error``. Permissions do
+    not change while connected: an earlier refusal of the subject explains this one too."""
+    subject = subject.lower()
+    own_replies = nc._inbox_prefix.decode().lower() + "."
+    reader = nc._reading_task
+    seen = [*(_refused.get(reader, ()) if reader is not None else ())]
+    last = violation(nc.last_error)
+    if last is not None:
+        seen.append(last)
+    for operation, what in seen:
+        if (operation == "publish" and what == subject) or (
+            operation == "subscription" and what.startswith(own_replies)
+        ):
+            user = nc.options.get("user") or "(none)"
+            verb = "publish to" if operation == "publish" else "subscribe to"
+            return f"NATS user {user!r} may not {verb} {what!r} (the server refused it)"
+    return None
+
+
+async def checked(nc: NATS, subject: str, request: Awaitable[T]) -> T:
+    """Await ``request`` (a request or JetStream call on ``subject``); when it times out
+    because the server refused the subject, :class:`PermissionDenied` instead."""
+    try:
+        return await request
+    except TimeoutError:
+        why = denied(nc, subject)
+        if why is None:
+            raise
+        raise PermissionDenied(why) from None
+
+
 async def _on_error(exc: Exception) -> None:
+    found = violation(exc)
+    if found is not None:
+        # The connection stays up and the refused request ends as a timeout: remember why
+        # for denied(). The subject is all the server says (never a credential).
+        reader = asyncio.current_task()
+        if reader is not None:
+            kept = _refused.setdefault(reader, {})
+            kept.pop(found, None)
+            kept[found] = None
+            while len(kept) > _REFUSED_KEPT:
+                del kept[next(iter(kept))]
+        operation, subject = found
+        log.error("nats permission denied", extra={"operation": operation, "subject": subject})
+        return
     log.warning("nats error", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 

@@ -26,9 +26,23 @@ class BadRequest(LakehouseError):
     error = "bad request"
 
 
+class Unauthorized(LakehouseError):
+    """No credentials, or ones that match no key (the gateway adds ``WWW-Authenticate``)."""
+
+    status = 401
+    error = "unauthorized"
+
+
 class Forbidden(LakehouseError):
     status = 403
     error = "forbidden"
+
+
+class PermissionDenied(Forbidden):
+    """The NATS server refused this process's user a publish or subscription (its
+    permissions, ``lakehouse.platform.natsauth``); what nats-py reports as a timeout."""
+
+    error = "nats permission denied"
 
 
 class NotFound(LakehouseError):
@@ -53,6 +67,18 @@ class Busy(LakehouseError):
     error = "busy"
 
     def __init__(self, detail: Any = None, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class TooMany(LakehouseError):
+    """A per-key limit (request rate, queries in flight) is reached; retry after
+    ``retry_after`` seconds."""
+
+    status = 429
+    error = "too many requests"
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 

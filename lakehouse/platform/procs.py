@@ -34,12 +34,16 @@ def nats_config_path() -> Path:
     raise FileNotFoundError("nats-server.conf not found in the working directory or repo root")
 
 
-def nats_server_argv(port: int, store_dir: Path, host: str = "127.0.0.1") -> list[str]:
-    """Command line for the embedded server: the repo config, with port and store overridden."""
+def nats_server_argv(
+    port: int, store_dir: Path, host: str = "127.0.0.1", config: Path | None = None
+) -> list[str]:
+    """Command line for the embedded server: ``config`` (default: the repo's), with address,
+    port and store given as flags. The flags win over the file's ``listen``/``port``; the
+    file must not set ``jetstream { store_dir }`` (nats-server refuses it beside ``-sd``)."""
     return [
         find_binary("nats-server"),
         "-c",
-        str(nats_config_path()),
+        str(config or nats_config_path()),
         "-js",
         "-a",
         host,

@@ -18,7 +18,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from lakehouse.platform.errors import BadRequest, LakehouseError, Permanent, Timeout, Unavailable
+from lakehouse.platform.bus import denied
+from lakehouse.platform.errors import (
+    BadRequest,
+    LakehouseError,
+    Permanent,
+    PermissionDenied,
+    Timeout,
+    Unavailable,
+)
 from schemas.messages import PART_HEADER, STATUS_HEADER
 
 log = logging.getLogger("lakehouse.rpc")
@@ -113,7 +121,9 @@ async def call(
     nc: NATS, subject: str, payload: BaseModel | bytes, *, timeout: float, what: str
 ) -> bytes:
     """Request ``subject`` and gather the (possibly multi-part) reply. Raises the replier's
-    error, 503 when nobody serves the subject, 504 when no reply comes within ``timeout``."""
+    error, 503 when nobody serves the subject, 504 when no reply comes within ``timeout``
+    (403 :class:`PermissionDenied` when that was the server refusing this user the subject
+    or its reply inbox)."""
     data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
     mux = replies(nc)
     token, inbox, queue = await mux.open()
@@ -131,6 +141,9 @@ async def call(
                 if len(parts) == int(n):
                     break
     except TimeoutError:
+        why = denied(nc, subject)
+        if why is not None:
+            raise PermissionDenied(why) from None
         raise Timeout(f"the {what} worker did not answer within {timeout:g} s") from None
     finally:
         mux.queues.pop(token, None)
@@ -166,7 +179,10 @@ async def scatter(
                 raise_for_error(headers, msg.data)
                 got.append(msg.data)
     except TimeoutError:
-        pass  # what arrived in time is the answer
+        why = None if got else denied(nc, subject)
+        if why is not None:
+            raise PermissionDenied(why) from None
+        # otherwise what arrived in time is the answer
     finally:
         mux.queues.pop(token, None)
     return got

@@ -4,7 +4,7 @@ import logging
 
 import typer
 
-from lakehouse.ops.cli import data, dev, dlq, ingest, mcp, replay, stack, use
+from lakehouse.ops.cli import certs, data, dev, dlq, ingest, keys, mcp, replay, stack, use
 from lakehouse.ops.cli.options import fail, one_line
 
 app = typer.Typer(
@@ -12,10 +12,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Lakehouse: use it over HTTP (ingest, sql, search, datasets, jobs), run the platform "
-    "(up, gateway, worker), operate it (replay, verify, dlq, gc, compact, catalog) and develop "
-    "it (bench, gen-workers, schemas).",
+    "(up, gateway, worker, certs, keys), operate it (replay, verify, dlq, gc, compact, "
+    "catalog) and develop it (bench, gen-workers, schemas).",
 )
-for module in (ingest, use, stack, replay, dlq, data, dev, mcp):
+for module in (ingest, use, stack, replay, dlq, data, dev, mcp, certs, keys):
     module.register(app)
 
 

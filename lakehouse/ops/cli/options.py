@@ -100,7 +100,14 @@ class Connection:
             "storage": {"url": self.storage} if self.storage else None,
         }
         given = merged(given, {k: v for k, v in overrides.items() if v is not None})
-        return load_settings(self.config, **given)
+        settings = load_settings(self.config, **given)
+        if settings.nats.user or settings.nats.token or settings.nats.creds_file:
+            return settings
+        # A data dir of a stack started with --secure: connect as its admin NATS user.
+        from lakehouse.ops.secure import client_overrides
+
+        secured = client_overrides(settings.data_dir)
+        return load_settings(self.config, **merged(secured, given)) if secured else settings
 
 
 def connected(fn: Callable[..., T]) -> Callable[..., T]:

@@ -13,11 +13,36 @@ from lakehouse.ops.cli.options import (
     nats_session,
     run,
 )
+from schemas import subjects as S
 
 HttpHostOpt = Annotated[
     str | None, typer.Option("--http-host", help="Gateway bind address (127.0.0.1).")
 ]
 HttpPortOpt = Annotated[int | None, typer.Option("--http-port", help="Gateway port (3110).")]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="Serve a non-loopback address without API keys (everyone is admin).",
+    ),
+]
+
+
+def _gateway_settings(
+    conn: Connection, host: str | None, port: int | None, insecure: bool, **more: Any
+) -> Any:
+    """Settings with the gateway options; exits 2 when the gateway would serve a
+    non-loopback address without keys."""
+    from gateway.auth import refuse_unprotected
+
+    gw = {k: v for k, v in {"host": host, "port": port}.items() if v}
+    settings = conn.settings(
+        gateway=gw or None, auth={"insecure_no_auth": True} if insecure else None, **more
+    )
+    problem = refuse_unprotected(settings)
+    if problem:
+        fail(problem)
+    return settings
 
 
 def _kinds(value: str | None) -> list[str]:
@@ -57,11 +82,21 @@ def up(
     workers: Annotated[
         str | None, typer.Option(help="Comma-separated worker kinds to run (default: all).")
     ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="API keys, a NATS user per service and TLS; the CA, certificates, an admin "
+            "key and passwords are made under DATA_DIR/secrets on first start.",
+        ),
+    ] = False,
+    insecure_no_auth: InsecureOpt = False,
 ) -> None:
     """Start NATS (unless --nats-url names one), the gateway and one process of each worker
     kind; Ctrl-C stops all."""
     from lakehouse.ops.supervisor import run_supervisor
     from lakehouse.platform.logs import setup_logging
+    from workers import resolve
 
     base = conn.settings()
     kinds = _kinds(workers)
@@ -71,34 +106,49 @@ def up(
         raise typer.BadParameter(
             f"unknown worker kind(s): {', '.join(unknown)}", param_hint="--replicas"
         )
+    secure = secure or base.supervisor.secure
+    if secure and conn.nats_url:
+        fail("--secure starts its own NATS server (with a user per service); drop --nats-url")
     port = nats_port or base.supervisor.nats_port
-    gw = {k: v for k, v in {"host": http_host, "port": http_port}.items() if v}
-    settings = conn.settings(
-        gateway=gw or None,
-        supervisor={"nats_port": port, "replicas": reps},
-        nats={"url": conn.nats_url or f"nats://127.0.0.1:{port}"},
-    )
+    more = {
+        "supervisor": {"nats_port": port, "replicas": reps, "secure": secure},
+        "nats": {"url": conn.nats_url or f"nats://127.0.0.1:{port}"},
+    }
+    if secure:  # the keys are made before the gateway starts
+        gw = {k: v for k, v in {"host": http_host, "port": http_port}.items() if v}
+        settings = conn.settings(gateway=gw or None, **more)
+    else:
+        settings = _gateway_settings(conn, http_host, http_port, insecure_no_auth, **more)
     setup_logging(settings.log_level, settings.secret_values())
-    raise typer.Exit(run_supervisor(settings, kinds, start_nats=conn.nats_url is None))
+    classes = {kind: resolve(kind) for kind in S.WORKER_KINDS}
+    code = run_supervisor(settings, kinds, start_nats=conn.nats_url is None, workers=classes)
+    raise typer.Exit(code)
 
 
 @connected
-def gateway(conn: Connection, http_host: HttpHostOpt = None, http_port: HttpPortOpt = None) -> None:
-    """Run the HTTP gateway."""
+def gateway(
+    conn: Connection,
+    http_host: HttpHostOpt = None,
+    http_port: HttpPortOpt = None,
+    insecure_no_auth: InsecureOpt = False,
+) -> None:
+    """Run the HTTP gateway (HTTPS when tls.cert_file and tls.key_file are set)."""
     import uvicorn
 
     from gateway.app import create_app
     from lakehouse.platform.logs import setup_logging
 
-    gw = {k: v for k, v in {"host": http_host, "port": http_port}.items() if v}
-    settings = conn.settings(gateway=gw or None)
+    settings = _gateway_settings(conn, http_host, http_port, insecure_no_auth)
     setup_logging(settings.log_level, settings.secret_values())
+    tls = settings.tls  # HTTPS with this process's own certificate, when it has one
     uvicorn.run(
         create_app(settings),
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_config=None,
         timeout_graceful_shutdown=settings.gateway.shutdown_timeout,
+        ssl_certfile=str(tls.cert_file) if tls.cert_file else None,
+        ssl_keyfile=str(tls.key_file) if tls.key_file else None,
     )
 
 

@@ -46,9 +46,11 @@ class S3Storage(Storage):
         st = settings.storage
         rest = settings.storage_url[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
+        ca = settings.tls.ca_file  # an https endpoint signed by our CA
         client = boto3.client(
             "s3",
             endpoint_url=st.s3_endpoint,
+            verify=str(ca) if ca is not None else None,
             region_name=st.s3_region,
             aws_access_key_id=st.s3_access_key.get_secret_value() if st.s3_access_key else None,
             aws_secret_access_key=(
