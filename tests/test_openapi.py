@@ -2,7 +2,8 @@
 
 Every route is exercised with generated requests (examples, coverage, fuzzing and stateful
 phases; at most 30 examples per operation) against a real gateway, nats-server and one worker
-of each kind. The checks: no 5xx, every status and header documented, bodies matching their
+of each kind, with an admin API key (and without it: every protected operation must answer
+401). The checks: no 5xx, every status and header documented, bodies matching their
 schemas, schema-valid requests accepted and schema-invalid ones rejected, 405 with ``Allow``.
 The few places where a check cannot apply are configured, with the reason, in
 ``tests/schemathesis.toml``.
@@ -16,9 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
+from lakehouse.platform.auth import KeyStore, Role
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +39,13 @@ BUDGET = 100
 def test_schemathesis_default_checks_pass_against_a_live_stack(
     stack: Stack, tmp_path: Path
 ) -> None:
+    # With an API key configured: every operation is fuzzed with it, and schemathesis also
+    # checks that each one refuses a request without it (401).
+    key, _ = KeyStore(stack.settings.keys_file).create(Role.admin, label="schemathesis")
+    wait_until(
+        lambda: httpx.get(f"{stack.base}/v1/catalog").status_code == 401,
+        what="the gateway to read the new key file",
+    )
     reports = tmp_path / "reports"
     cmd = [
         str(SCHEMATHESIS),
@@ -49,6 +60,7 @@ def test_schemathesis_default_checks_pass_against_a_live_stack(
         "--generation-database=none",
         "--no-color",
         "--report=json",
+        f"--header=Authorization: Bearer {key}",
         f"--report-dir={reports}",
     ]
     try:

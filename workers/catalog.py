@@ -17,6 +17,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 from nats.aio.msg import Msg
 
 from lakehouse.platform import faults
@@ -256,7 +257,14 @@ class CatalogWorker(Worker):
                 work = Path(tmp)
                 view = await local_view_sql(self.rt.storage, cur, work, name=merge.CURRENT)
                 out = work / "compacted.parquet"
-                rows = await asyncio.to_thread(merge.compact, view, out)
+                try:
+                    rows = await asyncio.to_thread(merge.compact, view, out)
+                except duckdb.Error as exc:  # an object registered by hand that is no Parquet
+                    raise Conflict(
+                        f"dataset {name!r} revision {cur.revision} cannot be compacted: its "
+                        f"objects do not read as Parquet ({type(exc).__name__})",
+                        error="objects unreadable",
+                    ) from None
                 obj = await catalog.store_object(
                     self.rt.storage, name, cur.schema_fingerprint, out, rows
                 )

@@ -55,7 +55,12 @@ def prepare(settings: Settings, workers: dict[str, Any]) -> Secrets:
         write_secret_file(admin_key, key + "\n")
     passwords = natsauth.ensure_passwords(folder)
     server_tls = TlsSettings(ca_file=paths.ca, cert_file=paths.server, key_file=paths.server_key)
-    conf = natsauth.server_config(passwords, workers=workers, tls=server_tls)
+    conf = natsauth.server_config(
+        passwords,
+        workers=workers,
+        tls=server_tls,
+        upstream_indexes=settings.auth.upstream_indexes,
+    )
     base = nats_config_path().read_text()  # the same limits as an unsecured stack
     write_secret_file(folder / SERVER_CONF, f"{base}\n# lakehouse up --secure\n{conf}")
     return Secrets(folder, paths, admin_key, folder / SERVER_CONF, made)

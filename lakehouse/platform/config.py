@@ -70,6 +70,11 @@ class AuthSettings(BaseModel):
         False, description="Serve a non-loopback address without API keys (said in /health)."
     )
     session_ttl: float = Field(8 * 3600.0, description="Seconds a web login lasts.")
+    upstream_indexes: list[str] | None = Field(
+        None,
+        description="On a secured stack, the vector indexes the NATS user `upstream` may "
+        "publish embed requests and vector batches to (None: any).",
+    )
 
 
 class LimitsSettings(BaseModel):
