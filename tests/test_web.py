@@ -179,3 +179,37 @@ def test_phone_width_and_keyboard(browser: Any, stack: Stack) -> None:
         assert any("Find workers" in (f or "") for f in focused)
     finally:
         context.close()
+
+
+def test_sign_in_with_a_key_and_out(page: Any, stack: Stack) -> None:
+    """With API keys configured the pages ask for one: the login form, a session cookie the
+    page's own requests carry (the upload form included), and sign out."""
+    import httpx
+
+    from lakehouse.devtools.servers import wait_until
+    from lakehouse.platform.auth import KeyStore, Role
+
+    keys = stack.settings.keys_file
+    key, _ = KeyStore(keys).create(Role.writer, label="browser")
+    wait_until(lambda: httpx.get(f"{stack.base}/v1/catalog").status_code == 401, what="keys")
+    try:
+        page.goto("/datasets")
+        assert "/login" in page.url
+        page.fill("#key", "lh_00000000_wrong")
+        page.click("form.login button[type=submit]")
+        assert "not valid" in page.inner_text("form.login")
+        page.fill("#key", key)
+        page.click("form.login button[type=submit]")
+        page.wait_for_url("**/datasets")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "lh_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and key not in cookie["value"]
+        assert page.is_visible("input[name=file]")  # the upload form, for a writer
+        shot(page, "signed-in")
+        page.click("form.logout button")
+        page.wait_for_url("**/login")
+        page.goto("/sql")
+        assert "/login" in page.url
+        only_local(page, stack)
+    finally:
+        keys.unlink()  # the stack is shared: open again for the tests after this one
+        wait_until(lambda: httpx.get(f"{stack.base}/v1/catalog").status_code == 200, what="open")
