@@ -411,6 +411,8 @@ class IngestWorker(Worker):
                 sample_rows=self.rt.settings.ingest.sample_rows,
                 progress=progress,
                 hints=types,
+                max_columns=self.rt.settings.limits.max_csv_columns,
+                max_cell_bytes=self.rt.settings.limits.max_cell_bytes,
             )
         except CsvError as exc:
             raise Permanent(str(exc), status=400, error="invalid CSV") from None

@@ -15,10 +15,14 @@
 * Output goes to a temporary file beside ``dst``, renamed into place once complete and its
   footer row count matches the rows read. On any error neither it nor ``dst`` is left; bad
   input raises CsvError, other failures (e.g. writing ``dst``) keep their own exception type.
+* Limits (the ingest worker's ``limits.max_csv_columns``, ``limits.max_cell_bytes``): the
+  column count is checked on the header; field sizes with one pyarrow kernel per column, and
+  only on a parsed block larger than the limit (any other cannot hold such a field).
 
-Decisions: a header without data rows is valid (0 rows, all columns ``string``); blank lines
-are skipped; a UTF-8 BOM is ignored; a stray quote inside an unquoted field, or text after a
-closing quote, is kept as text (as pyarrow does); an unterminated quote is an error.
+Decisions: a header without data rows is valid (0 rows, all columns ``string``), with or
+without a line end after it; "true"/"false" are matched in ASCII only ("falſe" is text); blank
+lines are skipped; a UTF-8 BOM is ignored; a stray quote inside an unquoted field, or text
+after a closing quote, is kept as text (as pyarrow does); an unterminated quote is an error.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape could
 _PATTERNS = {
     "int64": r"^[+-]?[0-9]+$",
     "float64": r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:nan|inf|infinity))$",
-    "bool": r"^(?i:true|false)$",
+    "bool": r"^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$",  # not (?i:): RE2 folds "ſ" to "s"
 }
 
 
@@ -106,6 +110,8 @@ def convert(
     progress: Callable[[int], None] | None = None,
     compression: str = "zstd",
     hints: dict[str, str] | None = None,
+    max_columns: int = 0,
+    max_cell_bytes: int = 0,
 ) -> Converted:
     """Stream CSV file src into Parquet file dst in bounded memory.
 
@@ -113,7 +119,9 @@ def convert(
     ``progress(rows_so_far)`` is called after each parsed block with a strictly increasing count.
     ``hints`` (column -> type, e.g. an existing dataset's) are the least types of those columns:
     a sampled int column hinted float64 is written as float64; a column empty in the sample
-    takes its hint.
+    takes its hint. ``max_columns`` and ``max_cell_bytes`` (0: no limit; the ingest worker
+    passes ``limits.max_csv_columns`` and ``limits.max_cell_bytes``) refuse a wider CSV, or a
+    field (or column name) of more UTF-8 bytes, with CsvError.
     """
     if sample_rows < 0:
         raise ValueError(f"sample_rows must be >= 0, got {sample_rows}")
@@ -134,7 +142,11 @@ def convert(
             progress(rows)
 
     try:
-        names = _read_header(src)
+        names, header_only = _read_header(src)
+        _check_header(names, max_columns, max_cell_bytes)
+        source: Any = src  # what pyarrow reads: the file, or a header-only file's bytes
+        if header_only:  # pyarrow needs a line end after the header; nothing else to parse
+            source = pa.py_buffer(src.read_bytes() + b"\n")
         types: dict[str, str] = {}
         options: dict[str, Any] = {}  # for the parquet writer
         widened: list[str] = []
@@ -142,12 +154,14 @@ def convert(
         while True:
             try:
                 if not types:
-                    types, few_values, empty = _infer(src, names, sample_rows, block)
+                    types, few_values, empty = _infer(source, names, sample_rows, block)
                     for name, hint in (hints or {}).items():
                         if name in types:
                             types[name] = hint if name in empty else widest(types[name], hint)
                     options = dict(compression=compression, use_dictionary=few_values)
-                nullable, rows, last = _write(src, tmp, types, block, options, report)
+                nullable, rows, last = _write(
+                    source, tmp, types, block, options, report, max_cell_bytes
+                )
                 break
             except _Widen as exc:
                 widened += exc.args[0]
@@ -172,10 +186,14 @@ def convert(
     return Converted(columns, digest, rows, dst.stat().st_size, widened)
 
 
-def _read_header(src: Path) -> list[str]:
+def _read_header(src: Path) -> tuple[list[str], bool]:
+    """The column names, and whether nothing but line ends follows them."""
     try:  # surrogateescape: a bad byte after the header must not fail the header read
         with open(src, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             names = next((row for row in csv.reader(f, strict=True) if row), None)
+            rest = "\n"
+            while rest and not rest.strip("\r\n"):  # the reader stopped just past the header
+                rest = f.read(1 << 16)
     except csv.Error as exc:
         raise CsvError(f"the header row could not be parsed ({exc}); is a quote open?") from exc
     except OSError as exc:
@@ -191,13 +209,47 @@ def _read_header(src: Path) -> list[str]:
         if name in seen:
             raise CsvError(f"column {name!r} appears twice (columns {seen[name]} and {i})")
         seen[name] = i
-    return names
+    return names, not rest
 
 
-def _batches(src: Path, names: list[str], block: int) -> Iterator[Any]:
-    """Record batches, every column a string (UTF-8 checked by pyarrow); empty cells are null."""
+def _check_header(names: list[str], max_columns: int, max_cell_bytes: int) -> None:
+    if max_columns and len(names) > max_columns:
+        raise CsvError(
+            f"CSV has {len(names)} columns; the limit is {max_columns} (limits.max_csv_columns)"
+        )
+    for i, name in enumerate(names, 1):
+        if max_cell_bytes and len(name.encode()) > max_cell_bytes:
+            raise CsvError(
+                f"the header's column {i} name is {len(name.encode())} bytes; the limit is "
+                f"{max_cell_bytes} (limits.max_cell_bytes)"
+            )
+
+
+def _check_cells(batch: Any, rows: int, limit: int) -> None:
+    """Refuse a field of more than ``limit`` bytes; ``rows``: data rows before the batch.
+    Free for nearly every batch: one no larger than the limit cannot hold such a field."""
+    if not limit or batch.nbytes <= limit:
+        return
+    over = []  # (row in batch, column, bytes) of each column's first field over the limit
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if column.nbytes > limit:
+            lengths = pc.binary_length(column)
+            at = pc.index(pc.greater(lengths, limit), True).as_py()
+            if at >= 0:
+                over.append((at, name, lengths[at].as_py()))
+    if over:
+        at, name, size = min(over, key=lambda o: o[0])  # the first row; in it, the first column
+        raise CsvError(
+            f"data row {rows + at + 1}, column {name!r}, has a field of {size} bytes; the "
+            f"limit is {limit} (limits.max_cell_bytes)"
+        )
+
+
+def _batches(src: Any, names: list[str], block: int) -> Iterator[Any]:
+    """Record batches, every column a string (UTF-8 checked by pyarrow); empty cells are null.
+    ``src`` is the CSV's path, or its bytes (a pyarrow Buffer) when it is only a header."""
     reader = pacsv.open_csv(
-        src,
+        pa.BufferReader(src) if isinstance(src, pa.Buffer) else src,
         read_options=pacsv.ReadOptions(block_size=block, use_threads=True),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
@@ -231,7 +283,7 @@ def _typed(text: Any, type_: str) -> Any | None:
 
 
 def _infer(
-    src: Path, names: list[str], sample_rows: int, block: int
+    src: Any, names: list[str], sample_rows: int, block: int
 ) -> tuple[dict[str, str], list[str], set[str]]:
     """Column types from the sample, the columns worth dictionary encoding (at most one
     distinct value per two sampled ones: the others would only pay for a failed attempt), and
@@ -283,12 +335,13 @@ def _release() -> None:
 
 
 def _write(
-    src: Path,
+    src: Any,
     tmp: Path,
     column_types: dict[str, str],
     block: int,
     options: dict[str, Any],
     report: Callable[[int], None],
+    max_cell_bytes: int = 0,
 ) -> tuple[list[bool], int, bytes | None]:
     """One pass over the CSV into tmp; returns nullability, row count and the last raw value.
     Row group N is encoded on a second thread while row group N+1 is parsed and cast."""
@@ -313,6 +366,7 @@ def _write(
         for batch in _batches(src, names, block):
             if not batch.num_rows:
                 continue
+            _check_cells(batch, rows, max_cell_bytes)
             pending.append(batch)
             pending_rows += batch.num_rows
             pending_bytes += batch.nbytes

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
@@ -27,6 +29,9 @@ from schemas.vectors import IndexSpec
 
 MsgId = Callable[[int, bytes], str]
 """Gives a batch its Nats-Msg-Id from (partition, encoded batch)."""
+MAX_EXPANSION = 16 << 20
+"""Bytes of vectors a batch may decode to beyond 8x its own size (encode's need 1x)."""
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an IPC stream's end-of-stream marker
 
 
 def partition_of(item_id: str, partitions: int) -> int:
@@ -75,37 +80,133 @@ def encode(
 
 
 def decode(data: bytes, dim: int) -> Batch:
-    """Parse a vector batch; raises BadRequest naming what is wrong."""
-    try:
-        table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BadRequest(f"not an Arrow IPC vector batch: {exc}") from None
-    missing = {"id", "vector"} - set(table.column_names)
+    """Parse a vector batch; raises BadRequest naming what is wrong, and nothing else: the
+    vector worker dead-letters a bad batch and goes on, where any other exception would stall
+    its partition on that batch.
+
+    Accepted beyond what :func:`encode` writes: ``id``/``op``/``metadata`` as large strings,
+    vectors as (large) lists and of any float or integer type. Refused: a stream cut short or
+    with bytes after its end, compressed or dictionary batches, duplicate columns, null ids,
+    ops other than upsert/delete, an upsert without a vector or with a null, NaN or infinite
+    component, metadata that is not a JSON object, and more rows than the bytes could encode
+    (``n * dim`` floats are allocated from the row count)."""
+    table = _read(data)
+    names, n = table.column_names, table.num_rows
+    if len(set(names)) < len(names):
+        raise BadRequest(f"vector batch has duplicate column names: {names}")
+    missing = {"id", "vector"} - set(names)
     if missing:
         raise BadRequest(f"vector batch lacks column(s) {sorted(missing)}")
-    n = table.num_rows
-    ids = table.column("id").to_pylist()
-    ops = table.column("op").to_pylist() if "op" in table.column_names else ["upsert"] * n
+    for name in ("id", "op", "metadata"):
+        type_ = table.schema.field(name).type if name in names else pa.string()
+        if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
+            raise BadRequest(f"vector batch column {name!r} is {type_}, not string")
     col = table.column("vector").combine_chunks()
-    width = getattr(col.type, "list_size", None)
+    type_ = col.type
+    if not (
+        (pa.types.is_list(type_) or pa.types.is_large_list(type_) or _fixed(type_))
+        and (pa.types.is_floating(type_.value_type) or pa.types.is_integer(type_.value_type))
+    ):
+        raise BadRequest(f"vector batch column 'vector' is {type_}, not a list of floats")
+    width = type_.list_size if _fixed(type_) else None
     if width is not None and width != dim:
         raise BadRequest(f"vector dimension {width} does not match the index dimension {dim}")
-    vectors = np.zeros((n, dim), dtype=np.float32)
-    for i, v in enumerate(col.to_pylist() if width is None else []):
-        if v is not None:
-            if len(v) != dim:
-                raise BadRequest(f"vector {ids[i]!r} has dimension {len(v)}; the index has {dim}")
-            vectors[i] = v
-    if width is not None:
-        valid = col.is_valid().to_numpy(zero_copy_only=False)
-        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        vectors[valid] = flat.reshape(-1, dim)
-    metas: list[dict[str, Any] | None] = (
-        [None if m is None else json.loads(m) for m in table.column("metadata").to_pylist()]
-        if "metadata" in table.column_names
-        else [None] * n
-    )
-    return Batch(ids, ops, vectors, metas)
+    if n * dim * 4 > 8 * len(data) + MAX_EXPANSION:
+        raise BadRequest(f"vector batch of {len(data)} bytes declares {n} rows of dimension {dim}")
+    ids = table.column("id").to_pylist()
+    if None in ids:
+        raise BadRequest(f"vector batch row {ids.index(None) + 1} has a null id")
+    ops = table.column("op").to_pylist() if "op" in names else ["upsert"] * n
+    if not set(ops) <= {"upsert", "delete"}:
+        i, op = next((i, op) for i, op in enumerate(ops) if op not in ("upsert", "delete"))
+        raise BadRequest(f"vector {ids[i]!r} has op {op!r}; expected 'upsert' or 'delete'")
+    vectors = _vectors(col, ids, np.array([op == "upsert" for op in ops], dtype=bool), dim)
+    texts = table.column("metadata").to_pylist() if "metadata" in names else [None] * n
+    return Batch(ids, ops, vectors, _metadata(texts, ids))
+
+
+def _fixed(type_: Any) -> bool:
+    return bool(pa.types.is_fixed_size_list(type_))
+
+
+def _read(data: bytes) -> Any:
+    """The table of one whole IPC stream, fully validated (offsets, UTF-8) before any use."""
+    if bytes(data[-len(_EOS) :]) != _EOS:  # cut at a message boundary, it would still parse
+        raise BadRequest("not an Arrow IPC vector batch: it does not end with end-of-stream")
+    try:
+        for message in pa.ipc.MessageReader.open_stream(pa.BufferReader(data)):
+            if message.type == "dictionary":
+                raise BadRequest("vector batches have no dictionary-encoded columns")
+            if message.type == "record batch" and _compressed(message.metadata.to_pybytes()):
+                raise BadRequest(  # Arrow would first allocate the size the buffer declares
+                    "compressed vector batches are refused (send them uncompressed)"
+                )
+        source = pa.BufferReader(data)
+        table = pa.ipc.open_stream(source).read_all()
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        # OSError: some of Arrow's IO errors; UnicodeDecodeError: a column name not UTF-8
+        raise BadRequest(f"not an Arrow IPC vector batch: {exc}") from None
+    if source.tell() != len(data):
+        raise BadRequest(f"vector batch has {len(data) - source.tell()} bytes after its end")
+    return table
+
+
+def _compressed(meta: bytes) -> bool:
+    """Whether a record batch message's flatbuffer (Arrow's format/Message.fbs, already
+    verified by Arrow) sets ``Message.header`` (field 2) -> ``RecordBatch.compression``
+    (field 3)."""
+
+    def field(table: int, index: int) -> int:  # where the field's value is; 0: absent
+        vtable = table - struct.unpack_from("<i", meta, table)[0]
+        slot = 4 + 2 * index
+        size = struct.unpack_from("<H", meta, vtable)[0]
+        at = struct.unpack_from("<H", meta, vtable + slot)[0] if slot < size else 0
+        return table + at if at else 0
+
+    try:
+        header = field(struct.unpack_from("<I", meta)[0], 2)
+        return bool(header) and field(header + struct.unpack_from("<I", meta, header)[0], 3) > 0
+    except struct.error:
+        raise BadRequest("not an Arrow IPC vector batch: bad message metadata") from None
+
+
+def _vectors(col: Any, ids: list[str], upsert: np.ndarray, dim: int) -> np.ndarray:
+    """(n, dim) float32: upserts' vectors, zeros for deletes."""
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    if (upsert & ~valid).any():
+        raise BadRequest(f"upsert of {ids[int(np.argmax(upsert & ~valid))]!r} has no vector")
+    if not _fixed(col.type):
+        lengths = pc.list_value_length(col).fill_null(dim).to_numpy(zero_copy_only=False)
+        if (lengths != dim).any():
+            i = int(np.argmax(lengths != dim))
+            raise BadRequest(f"vector {ids[i]!r} has dimension {lengths[i]}; the index has {dim}")
+    flat = col.flatten()  # the values of the non-null vectors, in order
+    rows = np.flatnonzero(valid)
+    if flat.null_count:
+        i = rows[int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False))) // dim]
+        raise BadRequest(f"vector {ids[i]!r} has a null component")
+    vectors = np.zeros((len(ids), dim), dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
+        vectors[rows] = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    vectors[~upsert] = 0  # a delete's vector means nothing
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise BadRequest(f"vector {ids[int(np.argmin(finite))]!r} has a NaN or infinite value")
+    return vectors
+
+
+def _metadata(texts: list[str | None], ids: list[str]) -> list[dict[str, Any] | None]:
+    metas: list[dict[str, Any] | None] = []
+    for item_id, text in zip(ids, texts, strict=True):
+        try:
+            value = None if text is None else json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+            raise BadRequest(f"metadata of {item_id!r} is not valid JSON") from None
+        if text is not None and not isinstance(value, dict):
+            raise BadRequest(f"metadata of {item_id!r} is not a JSON object")
+        metas.append(value)
+    return metas
 
 
 def batch_msg_id(index: str, partition: int, data: bytes) -> str:
