@@ -3,7 +3,10 @@
 Vector batches on ``lakehouse.vectors.<index>.<partition>`` are binary: an Arrow IPC stream
 with columns ``id`` (string), ``op`` (string: "upsert" | "delete"), ``vector``
 (fixed_size_list<float32>[dim], null for deletes) and ``metadata`` (string, JSON object or
-null). See :mod:`lakehouse.vectors` for the encoder/decoder.
+null). The stream is uncompressed and ends with its end-of-stream marker; ``op`` is exactly
+"upsert" or "delete"; an upsert's vector is finite (no NaN or infinity). Anything else is
+refused whole (dead-lettered with the reason). See :mod:`lakehouse.vectors.batches` for the
+encoder/decoder.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lakehouse.platform.auth import write_secret_file
+
 CA_DAYS = 3650
 LEAF_DAYS = 825
 """The longest validity clients (Apple's, browsers) accept for a server certificate."""
@@ -125,12 +127,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(tmp, 0o600)  # in case it existed with other bits
-    os.replace(tmp, path)
+    write_secret_file(path, pem)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:

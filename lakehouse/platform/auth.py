@@ -218,24 +218,26 @@ class KeyStore:
                 for k in sorted(keys.values(), key=lambda k: k.created)
             ],
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=2)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        write_secret_file(self.path, json.dumps(doc, indent=2))
         self._stamp = None
         self._refresh()
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """``text`` into ``path``, created mode 0600 (its directory 0700) and never widened."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def write_secret_file(path: Path, data: str | bytes) -> None:
+    """``data`` into ``path`` atomically (a reader sees the old file or the new one), mode
+    0600 whatever the umask; a directory it creates is 0700. The one way a key, a password
+    or a secrets file is written."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o600)  # in case it existed with other bits
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

@@ -35,7 +35,6 @@ a 0700 directory); the server config holds only their bcrypt hashes.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 import bcrypt
 from pydantic import SecretStr
 
+from lakehouse.platform.auth import write_secret_file
 from lakehouse.platform.bus import STREAMS
 from lakehouse.platform.config import Settings, TlsSettings
 from schemas import subjects as S
@@ -266,23 +266,14 @@ def _password_file(secrets_dir: Path, user: str) -> Path:
 
 def ensure_passwords(secrets_dir: Path, users: Iterable[str] = USERS) -> dict[str, str]:
     """Each user's password, made once (``secrets.token_urlsafe(32)``) and reused after."""
-    folder = secrets_dir / "nats"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
     out = {}
     for user in users:
         path = _password_file(secrets_dir, user)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            out[user] = path.read_text().strip()
-            if out[user]:
-                continue
-            path.unlink()  # an empty file (a crash mid-write): make it again
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        out[user] = secrets.token_urlsafe(32)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(out[user] + "\n")
+        kept = path.read_text().strip() if path.exists() else ""
+        if not kept:
+            kept = secrets.token_urlsafe(32)
+            write_secret_file(path, kept + "\n")
+        out[user] = kept
     return out
 
 
