@@ -68,7 +68,9 @@ class IngestRequest(Message):
         "(evolve and drop the columns the upload lacks).",
     )
     delete_source: bool = Field(
-        False, description="Delete the CSV once the job ends (the gateway's staged uploads)."
+        False,
+        description="Delete the CSV once the job ends: the gateway's staged uploads; only a "
+        "key under `staging/` is ever deleted.",
     )
     embed: AutoEmbed | None = Field(
         None,

@@ -135,7 +135,13 @@ async def test_upstream_publishes_ingest_request_with_plain_nats(stack: Stack) -
         await c.put(f"/v1/storage/uploads/{job}.csv", content=CSV)
     nc = await nats.connect(stack.nats.url)
     updates = await nc.subscribe(f"lakehouse.jobs.{job}")
-    request = {"job_id": job, "name": "upstream", "source_key": f"uploads/{job}.csv"}
+    # delete_source outside staging/ is ignored: a publisher cannot have other keys removed.
+    request = {
+        "job_id": job,
+        "name": "upstream",
+        "source_key": f"uploads/{job}.csv",
+        "delete_source": True,
+    }
     ack = await nc.jetstream().publish(
         "lakehouse.ingest.requests", json.dumps(request).encode(), headers={"Nats-Msg-Id": job}
     )
@@ -151,6 +157,7 @@ async def test_upstream_publishes_ingest_request_with_plain_nats(stack: Stack) -
         assert r.json()["rows"] == [[2]]
         job_state = (await c.get(f"/v1/jobs/{job}")).json()
         assert job_state["state"] == "succeeded"
+        assert (await c.get(f"/v1/storage/uploads/{job}.csv")).content == CSV
 
 
 def test_queries_spread_over_query_replicas(stack: Stack) -> None:

@@ -31,6 +31,7 @@ from lakehouse.platform.errors import LakehouseError, NotFound, Permanent, Retry
 from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
+from lakehouse.platform.storage import keys
 from lakehouse.tables import catalog, merge, upserts
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
@@ -121,8 +122,7 @@ class IngestWorker(Worker):
             result = await self.run(req, work, redelivered)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
-        if req.delete_source:
-            await self.rt.storage.delete(req.source_key)
+        await self.drop_source(req)
         done = JobStatus(
             job_id=req.job_id,
             state="succeeded",
@@ -131,6 +131,19 @@ class IngestWorker(Worker):
             updated_at=datetime.now(UTC),
         )
         await self.publish_status(done)
+
+    async def drop_source(self, req: IngestRequest) -> None:
+        """``delete_source``: the staged upload goes once its job ends. Only a key under
+        ``staging/`` is deleted: a request (from any publisher) cannot have a dataset's
+        objects or anything else removed this way."""
+        if not req.delete_source:
+            return
+        if not req.source_key.startswith(keys.STAGING):
+            log.warning(
+                "delete_source ignored outside staging/", extra={"source_key": req.source_key}
+            )
+            return
+        await self.rt.storage.delete(req.source_key)
 
     async def run(self, req: IngestRequest, work: Path, redelivered: bool) -> IngestResult:
         storage = self.rt.storage
@@ -427,8 +440,7 @@ class IngestWorker(Worker):
                 return  # no job to report on
         else:
             job_id = req.job_id
-            if req.delete_source:
-                await self.rt.storage.delete(req.source_key)
+            await self.drop_source(req)
         status = JobStatus(
             job_id=job_id,
             state="failed",
