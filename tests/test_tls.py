@@ -277,7 +277,8 @@ async def test_s3_over_https_with_our_ca(
     ).start()
     try:
         assert server.endpoint.startswith("https://")
-        settings = make_settings(storage=server.storage("tlsbucket"), tls={"ca_file": pki.ca})
+        section = {**server.storage("tlsbucket"), "s3_ca_file": pki.ca}
+        settings = make_settings(storage=section)
         store = open_storage(settings)
         await store.put_bytes("a/b.txt", b"over https")
         assert await store.get_bytes("a/b.txt") == b"over https"

@@ -48,6 +48,11 @@ class StorageSettings(BaseModel):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_part_size: int = Field(8 * MiB, description="Multipart part size in bytes (>= 5 MiB).")
+    s3_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) for an https S3 endpoint signed by a private CA; "
+        "default: the system's trust (AWS and public endpoints).",
+    )
 
 
 class TlsSettings(BaseModel):

@@ -46,7 +46,7 @@ class S3Storage(Storage):
         st = settings.storage
         rest = settings.storage_url[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
-        ca = settings.tls.ca_file  # an https endpoint signed by our CA
+        ca = st.s3_ca_file  # an https endpoint signed by a private CA
         client = boto3.client(
             "s3",
             endpoint_url=st.s3_endpoint,
