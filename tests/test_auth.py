@@ -231,3 +231,22 @@ def test_keys_never_reach_logs_or_answers(
     assert not secret.search(caplog.text)
     stored = Path(client.app.state.lh.settings.keys_file).read_text()
     assert not secret.search(stored)  # only hashes are stored
+
+
+def test_mcp_tools_call_the_routes_with_the_callers_key(
+    gw: tuple[TestClient, dict[str, str]],
+) -> None:
+    """The tools' in-process client carries the MCP request's key: the route it calls gets
+    past authentication (here to the absent NATS), instead of a 401."""
+    client, keys = gw
+    headers = {
+        "Authorization": f"Bearer {keys['reader']}",
+        "Accept": "application/json, text/event-stream",
+    }
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    call["params"] = {"name": "list_datasets", "arguments": {}}
+    r = client.post("/mcp", json=call, headers=headers)
+    assert r.status_code == 200, r.text
+    text = r.json()["result"]["content"][0]["text"]
+    assert "NATS is unreachable" in text and "unauthorized" not in text, text
+    assert client.post("/mcp", json=call).status_code == 401
