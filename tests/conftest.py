@@ -5,6 +5,7 @@ the test's own event loop (``harness``)."""
 from __future__ import annotations
 
 import functools
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -206,3 +207,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("crash matrix: time to recover")
         for row in RECORDS:
             terminalreporter.write_line(row)
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    """The crash matrix's seeded randomness (where a fault lands)."""
+    return random.Random(20261126)
