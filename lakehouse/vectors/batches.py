@@ -186,12 +186,18 @@ def _vectors(col: Any, ids: list[str], upsert: np.ndarray, dim: int) -> np.ndarr
     if flat.null_count:
         i = rows[int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False))) // dim]
         raise BadRequest(f"vector {ids[i]!r} has a null component")
-    vectors = np.zeros((len(ids), dim), dtype=np.float32)
     with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
-        vectors[rows] = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    vectors[~upsert] = 0  # a delete's vector means nothing
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
+        values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if len(rows) == len(ids) and upsert.all():  # the usual batch: the values as they came
+        vectors = values.reshape(len(ids), dim)  # (read-only when it is Arrow's own buffer)
+    else:
+        vectors = np.zeros((len(ids), dim), dtype=np.float32)
+        vectors[rows] = values.reshape(-1, dim)
+        vectors[~upsert] = 0  # a delete's vector means nothing
+    # min/max propagate NaN and show +-inf without an n x dim temporary; the row is looked
+    # for only when one is there.
+    if vectors.size and not (np.isfinite(vectors.min()) and np.isfinite(vectors.max())):
+        finite = np.isfinite(vectors).all(axis=1)
         raise BadRequest(f"vector {ids[int(np.argmin(finite))]!r} has a NaN or infinite value")
     return vectors
 
