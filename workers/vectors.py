@@ -88,7 +88,9 @@ class VectorWorker(Worker):
         self.owned: dict[str, Owned] = {}
         self.tmp = (self.rt.settings.data_dir / "tmp" / "vectors" / self.rt.instance).resolve()
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.leases = Leases(self.rt.js, self.rt.instance, vs.lease_ttl)
+        self.leases = Leases(
+            self.rt.js, self.rt.instance, vs.lease_ttl, self.rt.settings.nats.replicas
+        )
         await self.leases.open()
         self.wake = asyncio.Event()
         self.closing = False

@@ -91,6 +91,72 @@ class NatsServer:
 
 
 @dataclass
+class NatsCluster:
+    """``size`` nats-servers joined by cluster routes on loopback, each with JetStream and its
+    own store (``root/node<i>``). ``node_config(i)`` may add to a node's config (TLS, users).
+    :meth:`start` returns once JetStream has a meta leader and every peer (an R3 stream can
+    be placed)."""
+
+    root: Path
+    size: int = 3
+    name: str = "lakehouse"
+    node_config: Callable[[int], str] | None = None
+    nodes: list[NatsServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (``nats.url``)."""
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self) -> NatsCluster:
+        routes = [free_port() for _ in range(self.size)]
+        for i, route in enumerate(routes, start=1):
+            peers = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != route)
+            config = (
+                f"server_name: n{i}\njetstream {{}}\nmax_payload: 8MB\n"
+                f"cluster {{\n  name: {self.name}\n  listen: 127.0.0.1:{route}\n"
+                f"  routes: [{peers}]\n}}\n"
+            )
+            if self.node_config is not None:
+                config += self.node_config(i)
+            self.nodes.append(NatsServer(self.root / f"node{i}", config=config).start())
+        wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
+        return self
+
+    def _ready(self) -> bool:
+        """Whether a stream with a copy on every node can be placed now (a throwaway one)."""
+        import asyncio
+
+        import nats
+        from nats.js import api
+
+        async def place() -> bool:
+            nc = await nats.connect(self.nodes[0].url, connect_timeout=1, allow_reconnect=False)
+            try:
+                js = nc.jetstream(timeout=2)
+                probe = api.StreamConfig(
+                    name="CLUSTER_READY",
+                    subjects=["cluster.ready"],
+                    num_replicas=self.size,
+                    storage=api.StorageType.MEMORY,
+                )
+                await js.add_stream(probe)
+                await js.delete_stream("CLUSTER_READY")
+                return True
+            finally:
+                await nc.close()
+
+        try:
+            return asyncio.run(place())
+        except Exception:  # no meta leader yet, or too few peers known
+            return False
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@dataclass
 class SeaweedS3:
     """``weed mini`` under ``root``; with ``cert_file``/``key_file`` its S3 port serves
     HTTPS only (``ca_file``: what :meth:`client` trusts, e.g. the CA that signed them)."""

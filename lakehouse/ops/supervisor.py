@@ -88,7 +88,7 @@ class Supervisor:
             print(f"error: {exc}", file=sys.stderr)
             await self._shutdown(tasks)
             return 1
-        await provision(nc.jetstream(), STREAMS)
+        await provision(nc.jetstream(), STREAMS, replicas=self.settings.nats.replicas)
         await nc.close()
 
         exe = [sys.executable, "-m", "lakehouse"]

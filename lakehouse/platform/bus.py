@@ -73,7 +73,7 @@ class StreamSpec:
     max_msgs_per_subject: int = -1
     duplicate_window: float = 120.0
 
-    def config(self) -> js_api.StreamConfig:
+    def config(self, replicas: int = 1) -> js_api.StreamConfig:
         return js_api.StreamConfig(
             name=self.name,
             description=self.description,
@@ -88,7 +88,7 @@ class StreamSpec:
             max_bytes=self.max_bytes,
             max_msgs_per_subject=self.max_msgs_per_subject,
             duplicate_window=self.duplicate_window,
-            num_replicas=1,
+            num_replicas=replicas,
             allow_direct=True,
         )
 
@@ -195,6 +195,8 @@ async def connect(settings: Settings, name: str, *, deadline: float | None = 60.
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
+        "ping_interval": ns.ping_interval,
+        "max_outstanding_pings": ns.max_outstanding_pings,
         "error_cb": on_error,
         "disconnected_cb": _on_disconnect,
         "reconnected_cb": _on_reconnect,
@@ -342,6 +344,7 @@ _STREAM_FIELDS = (
     "max_msgs_per_subject",
     "duplicate_window",
     "allow_direct",
+    "num_replicas",
 )
 _CONSUMER_FIELDS = (
     "description",
@@ -369,17 +372,24 @@ async def provision(
     js: JetStreamContext,
     streams: tuple[StreamSpec, ...] | list[StreamSpec] = STREAMS,
     consumers: tuple[ConsumerSpec, ...] | list[ConsumerSpec] = (),
+    *,
+    replicas: int | None = None,
 ) -> ProvisionReport:
-    """Create missing streams/consumers, update changed ones, leave the rest alone."""
+    """Create missing streams/consumers, update changed ones, leave the rest alone. Streams
+    get ``replicas`` copies (``nats.replicas``; a different number scales an existing stream;
+    None: an existing stream keeps its own, a new one gets 1); durable consumers inherit
+    their stream's."""
     report = ProvisionReport()
     for spec in streams:
-        desired = spec.config()
+        desired = spec.config(replicas or 1)
         try:
             info = await js.stream_info(spec.name)
         except NotFoundError:
             await js.add_stream(desired)
             report.created.append(f"stream {spec.name}")
             continue
+        if replicas is None:
+            desired.num_replicas = info.config.num_replicas
         changed = _differs(info.config, desired, _STREAM_FIELDS)
         if changed:
             await js.update_stream(desired)

@@ -32,6 +32,20 @@ class NatsSettings(BaseModel):
     creds_file: Path | None = Field(None, description="NATS .creds file (JWT + nkey seed).")
     connect_timeout: float = 5.0
     request_timeout: float = 10.0
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies of every stream (its consumers follow) and of the lease bucket: 1 "
+        "on one server, 3 on a JetStream cluster (survives the loss of one node).",
+    )
+    ping_interval: float = Field(
+        1.0,
+        description="Seconds between client pings: a client on a cut-off node notices after "
+        "ping_interval x max_outstanding_pings and moves to another server (nats-py's own "
+        "default, 2 minutes, would leave it stuck).",
+    )
+    max_outstanding_pings: int = 2
     inbox_prefix: str = Field(
         "_INBOX",
         description="Prefix of this process's reply subjects; each service of a secured stack "

@@ -26,8 +26,9 @@ log = logging.getLogger("lakehouse.leases")
 
 
 class Leases:
-    def __init__(self, js: JetStreamContext, instance: str, ttl: float) -> None:
+    def __init__(self, js: JetStreamContext, instance: str, ttl: float, replicas: int = 1) -> None:
         self.js = js
+        self.replicas = replicas
         self.instance = instance
         self.ttl = ttl
         self.kv: KeyValue
@@ -39,7 +40,7 @@ class Leases:
         except BucketNotFoundError:
             try:
                 self.kv = await self.js.create_key_value(
-                    bucket=S.KV_LEASES, ttl=self.ttl, history=1
+                    bucket=S.KV_LEASES, ttl=self.ttl, history=1, replicas=self.replicas
                 )
             except BadRequestError:  # another worker created it first
                 self.kv = await self.js.key_value(S.KV_LEASES)

@@ -151,6 +151,7 @@ class Runtime:
             self.js,
             [*STREAMS, *self.worker.streams()],
             [c.consumer for c in consumes],
+            replicas=self.settings.nats.replicas,
         )
         await self.worker.setup()
         subs = [await self.nc.subscribe(S.HEALTH_PING, cb=self._on_health)]

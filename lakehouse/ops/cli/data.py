@@ -124,7 +124,7 @@ def catalog_restore(conn: Connection, json_out: JsonOpt = False) -> None:
 
     async def go() -> list[str]:
         async with nats_session(settings) as nc:
-            await provision(nc.jetstream())
+            await provision(nc.jetstream(), replicas=settings.nats.replicas)
             return await catalog.restore(nc.jetstream(), open_storage(settings))
 
     names = run(go)

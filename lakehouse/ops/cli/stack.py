@@ -182,7 +182,7 @@ def provision(conn: Connection, json_out: JsonOpt = False) -> None:
 
     async def go() -> Any:
         async with nats_session(settings) as nc:
-            return await provision_streams(nc.jetstream())
+            return await provision_streams(nc.jetstream(), replicas=settings.nats.replicas)
 
     report = run(go)
     if json_out:
