@@ -21,6 +21,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from gateway import auth, errors, filters, limits, mcp
 from gateway.filters import Filters
+from gateway.limits import KeyLimits
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
 from gateway.web import datasets as dataset_pages
 from gateway.web import login, pages
@@ -53,7 +54,7 @@ class State:
     index_specs: dict[str, Any] = field(default_factory=dict)  # cleared on any index change
     filters: Filters = field(default_factory=lambda: Filters(0))
     keys: KeyStore = field(default_factory=lambda: KeyStore(Path("/nonexistent/keys.json")))
-    limits: auth.Limits = field(default_factory=lambda: auth.Limits(0, 1, 1))
+    limits: KeyLimits = field(default_factory=lambda: KeyLimits(0, 1, 1))
 
     @property
     def nats_connected(self) -> bool:
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.filters = Filters(settings.gateway.filter_cache_bytes)
         state.keys = KeyStore(settings.keys_file)
         lim = settings.limits
-        state.limits = auth.Limits(lim.requests_per_second, lim.burst, lim.max_concurrent_queries)
+        state.limits = KeyLimits(lim.requests_per_second, lim.burst, lim.max_concurrent_queries)
         app.state.lh = state
         warm_routes(app)
 

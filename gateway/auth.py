@@ -16,10 +16,8 @@ refused at start (:func:`refuse_unprotected`) unless ``auth.insecure_no_auth``.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -31,7 +29,6 @@ from lakehouse.platform.errors import (
     BadRequest,
     Forbidden,
     LakehouseError,
-    TooMany,
     Unauthorized,
 )
 from lakehouse.platform.rpc import call
@@ -346,60 +343,6 @@ async def check_sql(st: State, key: ApiKey, sql: str) -> None:
         hidden = (hidden - names.ctes) | (hidden & names.ctes & datasets)
     if hidden:
         raise out_of_scope(key, sorted(hidden)[0])
-
-
-# ---- per-key limits ------------------------------------------------------------------------
-
-
-@dataclass
-class Limits:
-    """Per key, in this gateway: a token bucket of requests (``limits.requests_per_second``,
-    ``limits.burst``) and a count of SQL/search requests in flight
-    (``limits.max_concurrent_queries``)."""
-
-    rate: float
-    burst: int
-    max_queries: int
-    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> tokens, at
-    running: dict[str, int] = field(default_factory=dict)
-
-    def take(self, key_id: str) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        tokens, at = self.buckets.get(key_id, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        if tokens < 1:
-            wait = math.ceil((1 - tokens) / self.rate)
-            raise TooMany(
-                f"key {key_id} is over {self.rate:g} requests/s (limits.requests_per_second)",
-                retry_after=max(1, wait),
-            )
-        self.buckets[key_id] = (tokens - 1, now)
-
-    def query(self, key_id: str) -> _Running:
-        return _Running(self, key_id)
-
-
-class _Running:
-    def __init__(self, limits: Limits, key_id: str) -> None:
-        self.limits, self.key_id = limits, key_id
-
-    def __enter__(self) -> None:
-        running = self.limits.running.get(self.key_id, 0)
-        if running >= self.limits.max_queries:
-            raise TooMany(
-                f"key {self.key_id} has {running} queries in flight "
-                f"(limits.max_concurrent_queries = {self.limits.max_queries})"
-            )
-        self.limits.running[self.key_id] = running + 1
-
-    def __exit__(self, *exc: object) -> None:
-        left = self.limits.running.get(self.key_id, 1) - 1
-        if left:
-            self.limits.running[self.key_id] = left
-        else:
-            self.limits.running.pop(self.key_id, None)
 
 
 # ---- installing it -------------------------------------------------------------------------

@@ -12,12 +12,18 @@ Where each limit is checked:
   with :func:`check` (the request schemas keep a fixed ceiling above the setting).
 - ``limits.max_filter_ids`` (400): :func:`gateway.filters.id_cap`.
 - ``limits.max_sql_result_bytes`` (413): the query worker, as it serialises the result.
+- ``limits.requests_per_second``/``burst`` and ``limits.max_concurrent_queries`` (429, per
+  key): :class:`KeyLimits`, applied by :mod:`gateway.auth` once it knows the caller.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,9 +31,11 @@ from fastapi.responses import JSONResponse
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_body
+from gateway.errors import documented, error_response
 from lakehouse.platform.config import Settings
-from lakehouse.platform.errors import BadRequest, TooLarge
+from lakehouse.platform.errors import BadRequest, TooLarge, TooMany
+
+LIMIT_JSON = "limits.max_json_bytes"
 
 ERROR = "limit exceeded"
 """The ``error`` of every limit hit (the status says which kind: 400 or 413)."""
@@ -73,11 +81,10 @@ class JsonBodyLimit:
         self.max_bytes = max_bytes
 
     def refusal(self, size: str) -> JSONResponse:
-        exc = too_large("JSON body of", size, self.max_bytes, "limits.max_json_bytes")
+        out = error_response(too_large("JSON body of", size, self.max_bytes, LIMIT_JSON))
         # The rest of the body is not read: the connection cannot serve another request.
-        return JSONResponse(
-            error_body(exc.error, exc.detail), exc.status, headers={"Connection": "close"}
-        )
+        out.headers["Connection"] = "close"
+        return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or streamed_upload(scope["method"], get_route_path(scope)):
@@ -120,9 +127,56 @@ class JsonBodyLimit:
             await self.refusal(f"more than {self.max_bytes} bytes")(scope, receive, send)
 
 
+@dataclass
+class KeyLimits:
+    """Per key, in this gateway: a token bucket of requests (``limits.requests_per_second``,
+    ``limits.burst``) and a count of SQL/search requests in flight
+    (``limits.max_concurrent_queries``); :mod:`gateway.auth` applies them to each caller."""
+
+    rate: float
+    burst: int
+    max_queries: int
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> tokens, at
+    running: dict[str, int] = field(default_factory=dict)
+
+    def take(self, key_id: str) -> None:
+        """One request of ``key_id``; 429 when its bucket is empty."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, at = self.buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens < 1:
+            wait = math.ceil((1 - tokens) / self.rate)
+            raise TooMany(
+                f"key {key_id} is over {self.rate:g} requests/s (limits.requests_per_second)",
+                retry_after=max(1, wait),
+            )
+        self.buckets[key_id] = (tokens - 1, now)
+
+    @contextmanager
+    def query(self, key_id: str) -> Iterator[None]:
+        """One query of ``key_id`` in flight while in the block; 429 when it has the most."""
+        running = self.running.get(key_id, 0)
+        if running >= self.max_queries:
+            raise TooMany(
+                f"key {key_id} has {running} queries in flight "
+                f"(limits.max_concurrent_queries = {self.max_queries})"
+            )
+        self.running[key_id] = running + 1
+        try:
+            yield
+        finally:
+            left = self.running.get(key_id, 1) - 1
+            if left:
+                self.running[key_id] = left
+            else:
+                self.running.pop(key_id, None)
+
+
 def _document(build: Callable[[], dict[str, Any]], max_bytes: int) -> Callable[[], dict[str, Any]]:
     """Every operation with a JSON body documents the 413 of :class:`JsonBodyLimit`."""
-    said = f"The JSON body is over `limits.max_json_bytes` ({max_bytes} bytes here)."
+    said = f"The JSON body is over `{LIMIT_JSON}` ({max_bytes} bytes here)."
 
     def openapi() -> dict[str, Any]:
         schema = build()  # cached by FastAPI: only its first call changes anything
@@ -133,18 +187,8 @@ def _document(build: Callable[[], dict[str, Any]], max_bytes: int) -> Callable[[
                 if "application/json" not in op.get("requestBody", {}).get("content", {}):
                     continue
                 responses = op.setdefault("responses", {})
-                entry = responses.setdefault(
-                    "413",
-                    {
-                        "description": "",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
-                            }
-                        },
-                    },
-                )
-                if "limits.max_json_bytes" not in entry["description"]:
+                entry = responses.setdefault("413", documented(413, said))
+                if LIMIT_JSON not in entry["description"]:
                     entry["description"] = f"{entry['description']} {said}".strip()
         return schema
 

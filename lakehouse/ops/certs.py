@@ -51,6 +51,19 @@ class CertPaths:
     client_key: Path
     created: tuple[Path, ...] = field(default=(), compare=False)
 
+    @classmethod
+    def under(cls, dir: Path) -> CertPaths:
+        """Where :func:`ensure` keeps each file in ``dir`` (whether made yet or not)."""
+        return cls(
+            dir=dir,
+            ca=dir / "ca.pem",
+            ca_key=dir / "ca-key.pem",
+            server=dir / "server.pem",
+            server_key=dir / "server-key.pem",
+            client=dir / "client.pem",
+            client_key=dir / "client-key.pem",
+        )
+
     def all(self) -> tuple[Path, ...]:
         return (self.ca, self.ca_key, self.server, self.server_key, self.client, self.client_key)
 
@@ -63,15 +76,7 @@ def ensure(dir: Path, hosts: Sequence[str] = ()) -> CertPaths:
     a missing CA makes every leaf again, since the old ones no longer chain to it."""
     dir = Path(dir)
     _private_dir(dir)
-    paths = CertPaths(
-        dir=dir,
-        ca=dir / "ca.pem",
-        ca_key=dir / "ca-key.pem",
-        server=dir / "server.pem",
-        server_key=dir / "server-key.pem",
-        client=dir / "client.pem",
-        client_key=dir / "client-key.pem",
-    )
+    paths = CertPaths.under(dir)
     created: list[Path] = []
     if not (paths.ca.exists() and paths.ca_key.exists()):
         _make_ca(paths.ca, paths.ca_key)

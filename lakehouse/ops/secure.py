@@ -101,14 +101,6 @@ def client_overrides(data_dir: Path) -> dict[str, Any]:
     folder = (data_dir / "secrets").resolve()
     if not (folder / "nats" / f"{natsauth.ADMIN}.password").exists():
         return {}
-    overrides = natsauth.client_settings(natsauth.ADMIN, folder)
-    return merged(
-        overrides,
-        {
-            "tls": {
-                "ca_file": folder / "ca.pem",
-                "cert_file": folder / "client.pem",
-                "key_file": folder / "client-key.pem",
-            }
-        },
-    )
+    p = certs.CertPaths.under(folder)
+    tls = {"ca_file": p.ca, "cert_file": p.client, "key_file": p.client_key}
+    return merged(natsauth.client_settings(natsauth.ADMIN, folder), {"tls": tls})

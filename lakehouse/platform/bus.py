@@ -296,16 +296,23 @@ def denied(nc: NATS, subject: str) -> str | None:
     return None
 
 
+def refusal(nc: NATS, subject: str) -> PermissionDenied | None:
+    """The error for a request on ``subject`` that timed out because the server refused it
+    (:func:`denied`), else None: a plain timeout."""
+    why = denied(nc, subject)
+    return PermissionDenied(why) if why is not None else None
+
+
 async def checked(nc: NATS, subject: str, request: Awaitable[T]) -> T:
     """Await ``request`` (a request or JetStream call on ``subject``); when it times out
     because the server refused the subject, :class:`PermissionDenied` instead."""
     try:
         return await request
     except TimeoutError:
-        why = denied(nc, subject)
-        if why is None:
+        refused = refusal(nc, subject)
+        if refused is None:
             raise
-        raise PermissionDenied(why) from None
+        raise refused from None
 
 
 async def _on_error(exc: Exception) -> None:

@@ -18,12 +18,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from lakehouse.platform.bus import denied
+from lakehouse.platform.bus import refusal
 from lakehouse.platform.errors import (
     BadRequest,
     LakehouseError,
     Permanent,
-    PermissionDenied,
     Timeout,
     Unavailable,
 )
@@ -141,9 +140,9 @@ async def call(
                 if len(parts) == int(n):
                     break
     except TimeoutError:
-        why = denied(nc, subject)
-        if why is not None:
-            raise PermissionDenied(why) from None
+        refused = refusal(nc, subject)
+        if refused is not None:
+            raise refused from None
         raise Timeout(f"the {what} worker did not answer within {timeout:g} s") from None
     finally:
         mux.queues.pop(token, None)
@@ -179,9 +178,9 @@ async def scatter(
                 raise_for_error(headers, msg.data)
                 got.append(msg.data)
     except TimeoutError:
-        why = None if got else denied(nc, subject)
-        if why is not None:
-            raise PermissionDenied(why) from None
+        refused = None if got else refusal(nc, subject)
+        if refused is not None:
+            raise refused from None
         # otherwise what arrived in time is the answer
     finally:
         mux.queues.pop(token, None)

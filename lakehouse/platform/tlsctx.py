@@ -1,6 +1,8 @@
-"""The one place a client's TLS context is built from the ``tls`` settings (NATS, HTTP).
+"""The one place a client's TLS context is built from the ``tls`` settings (NATS, the
+supervisor's health check of an HTTPS gateway).
 
-S3 (boto3) takes the CA bundle's path instead of a context: ``verify=str(tls.ca_file)``.
+S3 (boto3) takes a CA bundle's path instead of a context, and its own:
+``storage.s3_ca_file`` (an S3 endpoint is usually signed by a public CA, not the stack's).
 """
 
 from __future__ import annotations

@@ -4,12 +4,16 @@ DECIMAL -> string (no float rounding); HUGEINT -> integer; DATE/TIME/TIMESTAMP -
 INTERVAL -> ISO-8601 duration (``P1M2DT3S``); BLOB/BIT -> base64; LIST/STRUCT/MAP -> JSON
 arrays/objects (a MAP with non-string keys -> ``[[key, value], ...]``); NaN/Infinity ->
 the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no such numbers).
+
+:class:`Result` serialises a whole SQL result (JSON, or Arrow IPC) as its batches arrive,
+refusing it once it passes a size limit (``limits.max_sql_result_bytes``).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import math
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.types as pt
+
+from lakehouse.platform.errors import TooLarge
 
 Conv = Callable[[Any], Any]
 
@@ -103,3 +109,55 @@ def table_rows(table: pa.Table, duck_types: list[str]) -> list[list[Any]]:
         values = col.to_pylist()
         columns.append(values if conv is _identity else [conv(v) for v in values])
     return [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+class Result:
+    """One SQL result serialised as its batches arrive (``json``: each batch's rows as JSON
+    text; ``arrow``: the batches, written as one IPC stream at the end), refused with a 413
+    as soon as its size passes ``limit`` bytes: one batch over at most is ever held."""
+
+    def __init__(self, fmt: str, schema: pa.Schema, types: list[str], limit: int) -> None:
+        self.fmt, self.schema, self.types, self.limit = fmt, schema, types, limit
+        self.parts: list[bytes] = []  # json: each batch's rows, without the outer brackets
+        self.batches: list[pa.RecordBatch] = []  # arrow
+        self.size = 0
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.rows += batch.num_rows
+        if self.fmt == "arrow":
+            self.batches.append(batch)
+            self.size += batch.nbytes  # its IPC body, but for padding
+        else:
+            rows = table_rows(pa.Table.from_batches([batch]), self.types)
+            self.parts.append(json.dumps(rows, ensure_ascii=False)[1:-1].encode())
+            self.size += len(self.parts[-1]) + 2
+        self.check(self.size, "at least ")
+
+    def check(self, size: int, bound: str = "") -> None:
+        if size > self.limit:
+            raise TooLarge(
+                f"SQL result of {bound}{size} bytes is over the limit {self.limit} "
+                "(limits.max_sql_result_bytes); select fewer rows or columns",
+                error="limit exceeded",
+            )
+
+    def finish(self, truncated: bool) -> bytes:
+        if self.fmt == "arrow":
+            sink = pa.BufferOutputStream()
+            meta = {"lakehouse.truncated": str(truncated).lower()}
+            with pa.ipc.new_stream(sink, self.schema.with_metadata(meta)) as writer:
+                for batch in self.batches:
+                    writer.write_batch(batch)
+            out = bytes(sink.getvalue().to_pybytes())
+        else:
+            columns = [
+                {"name": f.name, "type": t} for f, t in zip(self.schema, self.types, strict=True)
+            ]
+            head = json.dumps({"columns": columns}, ensure_ascii=False)[:-1].encode()
+            tail = f'], "row_count": {self.rows}, "truncated": {str(truncated).lower()}}}'
+            out = b"".join([head, b', "rows": [', b", ".join(self.parts), tail.encode()])
+        self.check(len(out))
+        return out
