@@ -22,10 +22,11 @@ import workers
 from lakehouse.devtools.servers import NatsServer, eventually, wait_until
 from lakehouse.devtools.stack import Stack
 from lakehouse.platform import natsauth
-from lakehouse.platform.bus import STREAMS, checked, connect, provision, settle, violation
+from lakehouse.platform.bus import STREAMS, connect, provision, settle
 from lakehouse.platform.config import Settings, TlsSettings, load_settings, merged
 from lakehouse.platform.errors import PermissionDenied
 from lakehouse.platform.procs import nats_config_path
+from lakehouse.platform.refusals import checked, violation
 from lakehouse.platform.rpc import call
 from lakehouse.platform.storage import keys, open_storage
 from schemas import subjects as S

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
-import weakref
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -22,15 +19,12 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
-from lakehouse.platform import backoff
+from lakehouse.platform import backoff, refusals
 from lakehouse.platform.config import Settings, redact_url
-from lakehouse.platform.errors import PermissionDenied
 from lakehouse.platform.tlsctx import client_context
 from schemas import subjects as S
 
 log = logging.getLogger("lakehouse.bus")
-
-T = TypeVar("T")
 
 DAY = 86400.0
 
@@ -256,77 +250,9 @@ async def settle(nc: NATS) -> None:
     await nc.flush()
 
 
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
-_REFUSED_KEPT = 64
-# Violations per connection, oldest first: nats-py reports them from the connection's
-# reading task, which is how _on_error (given only the error) knows whose they are.
-_refused: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[str, str], None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def violation(exc: BaseException | None) -> tuple[str, str] | None:
-    """``(operation, subject)`` of a permissions violation the server reported (operation
-    ``publish`` or ``subscription``; the subject lowercased, as nats-py passes it on), else
-    None."""
-    found = _VIOLATION.search(str(exc)) if exc is not None else None
-    return (found[1].lower(), found[2].lower()) if found else None
-
-
-def denied(nc: NATS, subject: str) -> str | None:
-    """Why a request on ``subject`` timed out when the server refused it: a violation for a
-    publish to ``subject``, or for a subscription under ``nc``'s reply prefix (the request's
-    reply inbox); None for a plain timeout. Looked up in the violations ``nc`` got (the last
-    few, several requests may be refused at once) and in ``nc.last_error``. Permissions do
-    not change while connected: an earlier refusal of the subject explains this one too."""
-    subject = subject.lower()
-    own_replies = nc._inbox_prefix.decode().lower() + "."
-    reader = nc._reading_task
-    seen = [*(_refused.get(reader, ()) if reader is not None else ())]
-    last = violation(nc.last_error)
-    if last is not None:
-        seen.append(last)
-    for operation, what in seen:
-        if (operation == "publish" and what == subject) or (
-            operation == "subscription" and what.startswith(own_replies)
-        ):
-            user = nc.options.get("user") or "(none)"
-            verb = "publish to" if operation == "publish" else "subscribe to"
-            return f"NATS user {user!r} may not {verb} {what!r} (the server refused it)"
-    return None
-
-
-def refusal(nc: NATS, subject: str) -> PermissionDenied | None:
-    """The error for a request on ``subject`` that timed out because the server refused it
-    (:func:`denied`), else None: a plain timeout."""
-    why = denied(nc, subject)
-    return PermissionDenied(why) if why is not None else None
-
-
-async def checked(nc: NATS, subject: str, request: Awaitable[T]) -> T:
-    """Await ``request`` (a request or JetStream call on ``subject``); when it times out
-    because the server refused the subject, :class:`PermissionDenied` instead."""
-    try:
-        return await request
-    except TimeoutError:
-        refused = refusal(nc, subject)
-        if refused is None:
-            raise
-        raise refused from None
-
-
 async def _on_error(exc: Exception) -> None:
-    found = violation(exc)
+    found = refusals.remember(exc)
     if found is not None:
-        # The connection stays up and the refused request ends as a timeout: remember why
-        # for denied(). The subject is all the server says (never a credential).
-        reader = asyncio.current_task()
-        if reader is not None:
-            kept = _refused.setdefault(reader, {})
-            kept.pop(found, None)
-            kept[found] = None
-            while len(kept) > _REFUSED_KEPT:
-                del kept[next(iter(kept))]
         operation, subject = found
         log.error("nats permission denied", extra={"operation": operation, "subject": subject})
         return

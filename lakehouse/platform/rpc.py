@@ -18,7 +18,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from lakehouse.platform.bus import refusal
 from lakehouse.platform.errors import (
     BadRequest,
     LakehouseError,
@@ -26,6 +25,7 @@ from lakehouse.platform.errors import (
     Timeout,
     Unavailable,
 )
+from lakehouse.platform.refusals import refusal
 from schemas.messages import PART_HEADER, STATUS_HEADER
 
 log = logging.getLogger("lakehouse.rpc")
