@@ -200,13 +200,21 @@ def full(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--full"))
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from tests.support.recovery import RECORDS
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.support import recovery
 
-    if RECORDS:
-        terminalreporter.section("crash matrix: time to recover")
-        for row in RECORDS:
-            terminalreporter.write_line(row)
+    if not hasattr(session.config, "workerinput"):  # the run itself, not an -n worker
+        recovery.reset()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.support import recovery
+
+    rows = recovery.rows()
+    if rows:
+        terminalreporter.section("crash matrix and chaos: time to recover")
+        for line in recovery.table(rows).splitlines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
