@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -26,7 +26,7 @@ from gateway.routes import catalog, contract, health, ingest, search, sql, stora
 from gateway.web import datasets as dataset_pages
 from gateway.web import login, pages
 from lakehouse import __version__
-from lakehouse.platform import backoff
+from lakehouse.platform import backoff, metrics
 from lakehouse.platform.auth import KeyStore
 from lakehouse.platform.bus import connect
 from lakehouse.platform.config import Settings, load_settings, redact_url
@@ -161,4 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     static = GZipMiddleware(StaticFiles(directory=pages.STATIC_DIR), minimum_size=1024)
     app.mount("/static", static, name="static")
     mcp.mount(app, settings)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> Response:
+        """Prometheus metrics of this process (:mod:`lakehouse.platform.metrics`)."""
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    # Outermost: counts every answer, the limits' 413s and the auth's 401/403/429 included.
+    app.add_middleware(metrics.HttpMetrics)
     return app

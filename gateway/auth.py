@@ -71,6 +71,7 @@ R, W, A = Role.reader, Role.writer, Role.admin
 
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/health"): PUBLIC,
+    ("GET", "/metrics"): Rule(R),  # Prometheus sends a reader key as its bearer token
     ("GET", "/asyncapi.json"): PUBLIC,
     ("GET", "/asyncapi"): PUBLIC,
     ("GET", "/login"): PUBLIC,

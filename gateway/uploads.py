@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from lakehouse.platform import metrics
 from lakehouse.platform.errors import BadRequest, TooLarge
 
 
@@ -77,10 +78,13 @@ class _FilePart:
 
 
 async def upload_body(request: Request, field: str = "file") -> AsyncIterator[bytes]:
-    """The uploaded bytes: the ``field`` part of multipart/form-data, else the raw body."""
+    """The uploaded bytes: the ``field`` part of multipart/form-data, else the raw body
+    (counted in ``lakehouse_upload_bytes_total`` by route)."""
+    route = metrics.route_of(request.scope)
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
         async for chunk in request.stream():
+            metrics.uploaded(route, len(chunk))
             yield chunk
         return
     boundary = params.get(b"boundary")
@@ -91,9 +95,13 @@ async def upload_body(request: Request, field: str = "file") -> AsyncIterator[by
     async for chunk in request.stream():
         parser.write(chunk)
         if part.out:
-            yield part.take()
+            data = part.take()
+            metrics.uploaded(route, len(data))
+            yield data
     parser.finalize()
     if part.out:
-        yield part.take()
+        data = part.take()
+        metrics.uploaded(route, len(data))
+        yield data
     if part.state == "before":
         raise BadRequest(f"the multipart form has no {field!r} file part", error="invalid upload")

@@ -49,6 +49,11 @@ class HealthReply(Message):
     started_at: datetime = Field(description="When the process started (UTC).")
     in_flight: int = Field(0, description="Messages being handled right now.", examples=[1])
     handled: int = Field(0, description="Messages handled since start.", examples=[42])
+    metrics_port: int | None = Field(
+        None,
+        description="Port of the process's Prometheus /metrics (None: not exported).",
+        examples=[40123],
+    )
 
 
 class DeadLetter(Message):

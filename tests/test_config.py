@@ -63,3 +63,30 @@ def test_json_log_redacts_planted_secret() -> None:
     assert "planted-s3cret" not in line
     assert json.loads(line)["msg"] == "oops ***"
     assert json.loads(line)["subject"] == "lakehouse.x"
+
+
+def test_file_storage_across_hosts_is_refused_unless_shared(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pydantic import ValidationError
+
+    three = "nats://h1:4222,nats://h2:4222,nats://h3:4222"
+    with pytest.raises(ValidationError, match="nats.url names 3 servers"):
+        load_settings(tmp_path / "none.toml", data_dir=tmp_path, nats={"url": three})
+    shared = load_settings(
+        tmp_path / "none.toml", data_dir=tmp_path, nats={"url": three}, storage={"shared": True}
+    )
+    assert shared.storage_url.startswith("file://")
+    s3 = load_settings(tmp_path / "none.toml", nats={"url": three}, storage={"url": "s3://b"})
+    assert s3.storage_url == "s3://b"
+    assert load_settings(tmp_path / "none.toml", data_dir=tmp_path).nats.url.count(",") == 0
+    # A worker started that way exits 2 with one line saying what to do.
+    out = subprocess.run(
+        [sys.executable, "-m", "lakehouse", "worker", "ingest", "--nats-url", three,
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: storage file://") and "storage.shared" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

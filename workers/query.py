@@ -27,6 +27,7 @@ import pyarrow as pa
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
+from lakehouse.platform import metrics
 from lakehouse.platform.errors import (
     BadRequest,
     Forbidden,
@@ -235,10 +236,13 @@ class QueryWorker(Worker):
         """The dataset's cached rows (loaded on first use); None when it exceeds the budget."""
         key = (dataset, id_column)
         if key in self.row_tables:
+            metrics.cache_lookup("rows", "hit")
             self.row_tables.move_to_end(key)
             return self.row_tables[key]
         if key in self.too_big:
+            metrics.cache_lookup("rows", "bypass")
             return None
+        metrics.cache_lookup("rows", "miss")
         version = self.versions.get(dataset)
         rt = await asyncio.to_thread(self.load_rows, dataset, id_column)
         if self.versions.get(dataset) == version:  # changed while loading: use, don't keep

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lakehouse.platform import faults
+from lakehouse.platform import faults, metrics
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.leases import Leases
 from lakehouse.platform.natsauth import Uses
@@ -122,6 +122,7 @@ class VectorWorker(Worker):
 
         await asyncio.gather(*(stop(key) for key in list(self.owned)))
         await self.leases.leave()
+        self.export_sizes()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.bound_pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -134,6 +135,7 @@ class VectorWorker(Worker):
                 await self.balance()
             except Exception as exc:
                 log.warning("balance failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self.export_sizes()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), every)
@@ -178,6 +180,16 @@ class VectorWorker(Worker):
                     await self.leases.release(key)
                 # Loading a large partition takes seconds: keep the others' leases meanwhile.
                 await self.keep_leases()
+
+    def export_sizes(self) -> None:
+        """The owned partitions' sizes, as metrics (owner: this instance)."""
+        metrics.vector_partitions(
+            self.rt.instance,
+            {
+                (o.spec.name, o.part.number): (o.part.count, o.part.memory_bytes())
+                for o in self.owned.values()
+            },
+        )
 
     async def start_partition(self, key: str, spec: IndexSpec, number: int) -> None:
         started = time.monotonic()

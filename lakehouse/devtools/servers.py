@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
+from lakehouse.devtools.netns import Network
 from lakehouse.platform.procs import find_binary, free_port, nats_server_argv, port_open
 
 T = TypeVar("T")
@@ -50,10 +54,13 @@ class NatsServer:
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     config: str | None = None
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)  # e.g. a network namespace's `ip netns exec`
+    probe: Callable[[Callable[[], bool]], bool] = field(default=lambda check: check())
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -67,15 +74,17 @@ class NatsServer:
                 raise ValueError("NatsServer config must not set store_dir (-sd sets it)")
             config_file = self.store_dir / "nats.conf"
             config_file.write_text(self.config)
-        argv = [*nats_server_argv(self.port, self.store_dir, config=config_file), *self.extra]
+        argv = nats_server_argv(self.port, self.store_dir, host=self.host, config=config_file)
         with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(
+                [*self.prefix, *argv, *self.extra], stdout=subprocess.DEVNULL, stderr=log
+            )
 
         def listening() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_file.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"nats-server exited ({self.proc.returncode}):\n{tail}")
-            return port_open("127.0.0.1", self.port)
+            return self.probe(lambda: port_open(self.host, self.port))
 
         wait_until(listening, what="nats-server to listen")
         return self
@@ -92,34 +101,61 @@ class NatsServer:
 
 @dataclass
 class NatsCluster:
-    """``size`` nats-servers joined by cluster routes on loopback, each with JetStream and its
-    own store (``root/node<i>``). ``node_config(i)`` may add to a node's config (TLS, users).
-    :meth:`start` returns once JetStream has a meta leader and every peer (an R3 stream can
-    be placed)."""
+    """``size`` nats-servers joined by cluster routes, each with JetStream and its own store
+    (``root/node<i>``), on loopback or, with a ``network``, node ``i`` on machine ``n<i>``
+    (its own network namespace, fixed ports). ``node_config(i)`` may add to a node's config
+    (TLS, users). Each node serves monitoring (``/jsz``) for :meth:`leader`.
+    :meth:`start` returns once JetStream has a meta leader and every peer (an R-size stream
+    can be placed)."""
 
     root: Path
     size: int = 3
     name: str = "lakehouse"
     node_config: Callable[[int], str] | None = None
     nodes: list[NatsServer] = field(default_factory=list)
+    network: Network | None = None
+    monitor_ports: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """Every node's client URL, comma-separated (``nats.url``)."""
         return ",".join(n.url for n in self.nodes)
 
+    def machine(self, i: int) -> str:
+        """The machine (network namespace) of node ``i`` (1-based)."""
+        return f"n{i}"
+
+    def call(self, fn: Callable[[], T], i: int = 1) -> T:
+        """``fn()`` where node ``i`` can be reached (inside its machine, with a network)."""
+        return self.network.call(self.machine(i), fn) if self.network else fn()
+
     def start(self) -> NatsCluster:
-        routes = [free_port() for _ in range(self.size)]
-        for i, route in enumerate(routes, start=1):
-            peers = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != route)
+        net = self.network
+        hosts = [
+            net.address(self.machine(i)) if net else "127.0.0.1" for i in range(1, 1 + self.size)
+        ]
+        routes = [6222 if net else free_port() for _ in hosts]
+        self.monitor_ports = [8222 if net else free_port() for _ in hosts]
+        for i, (host, route) in enumerate(zip(hosts, routes, strict=True), start=1):
+            peers = ", ".join(
+                f"nats-route://{h}:{p}"
+                for h, p in zip(hosts, routes, strict=True)
+                if h != host or p != route
+            )
             config = (
                 f"server_name: n{i}\njetstream {{}}\nmax_payload: 8MB\n"
-                f"cluster {{\n  name: {self.name}\n  listen: 127.0.0.1:{route}\n"
+                f"http: {host}:{self.monitor_ports[i - 1]}\n"
+                f"cluster {{\n  name: {self.name}\n  listen: {host}:{route}\n"
                 f"  routes: [{peers}]\n}}\n"
             )
             if self.node_config is not None:
                 config += self.node_config(i)
-            self.nodes.append(NatsServer(self.root / f"node{i}", config=config).start())
+            node = NatsServer(self.root / f"node{i}", config=config, host=host)
+            if net:
+                node.port = 4222
+                node.prefix = net.prefix(self.machine(i))
+                node.probe = functools.partial(net.call, self.machine(i))
+            self.nodes.append(node.start())
         wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
         return self
 
@@ -147,17 +183,89 @@ class NatsCluster:
                 await nc.close()
 
         try:
-            return asyncio.run(place())
+            return self.call(lambda: asyncio.run(place()))
         except Exception:  # no meta leader yet, or too few peers known
             return False
+
+    def leader(self, stream: str | None = None) -> int | None:
+        """1-based index of the node leading ``stream`` (None: the JetStream meta leader),
+        as the live nodes' monitoring reports it; None while there is none."""
+        query = "?streams=true&config=false" if stream else ""
+        for i, node in enumerate(self.nodes, start=1):
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            url = f"http://{node.host}:{self.monitor_ports[i - 1]}/jsz{query}"
+            try:
+                body = self.call(lambda u=url: httpx.get(u, timeout=2).json(), i)  # type: ignore[misc]
+            except (httpx.HTTPError, ValueError):
+                continue
+            if stream is None:
+                name = (body.get("meta_cluster") or {}).get("leader")
+            else:
+                name = None
+                for acc in body.get("account_details") or []:
+                    for st in acc.get("stream_detail") or []:
+                        if st.get("name") == stream:
+                            name = (st.get("cluster") or {}).get("leader")
+            if name:
+                return int(str(name).lstrip("n"))
+        return None
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
+class S3Endpoint:
+    """An S3 endpoint with one access key, as a ``storage`` settings section and as a boto3
+    client: what :class:`SeaweedS3` and ``lakehouse.devtools.weed.SeaweedCluster`` share.
+    A subclass has ``access_key``, ``secret_key``, ``ca_file`` and ``endpoint``."""
+
+    access_key: str
+    secret_key: str
+    ca_file: Path | None
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    def storage(self, bucket: str, part_size: int | None = None) -> dict[str, Any]:
+        """The ``storage`` settings section for ``bucket`` on this server (multipart parts of
+        ``part_size`` bytes, else the default)."""
+        section: dict[str, Any] = {
+            "url": f"s3://{bucket}",
+            "s3_endpoint": self.endpoint,
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+        if part_size is not None:
+            section["s3_part_size"] = part_size
+        return section
+
+    def client(self, timeout: float | None = None) -> Any:
+        """A boto3 S3 client with this key, path-style, no retries (``timeout``: seconds to
+        connect and to wait for a response, else botocore's 60)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            verify=str(self.ca_file) if self.ca_file else None,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=60 if timeout is None else timeout,
+                read_timeout=60 if timeout is None else timeout,
+            ),
+        )
+
+
 @dataclass
-class SeaweedS3:
+class SeaweedS3(S3Endpoint):
     """``weed mini`` under ``root``; with ``cert_file``/``key_file`` its S3 port serves
     HTTPS only (``ca_file``: what :meth:`client` trusts, e.g. the CA that signed them)."""
 
@@ -175,19 +283,6 @@ class SeaweedS3:
     def endpoint(self) -> str:
         scheme = "https" if self.cert_file and self.key_file else "http"
         return f"{scheme}://127.0.0.1:{self.s3_port}"
-
-    def storage(self, bucket: str, part_size: int | None = None) -> dict[str, Any]:
-        """The ``storage`` settings section for ``bucket`` on this server (multipart parts of
-        ``part_size`` bytes, else the default)."""
-        section: dict[str, Any] = {
-            "url": f"s3://{bucket}",
-            "s3_endpoint": self.endpoint,
-            "s3_access_key": self.access_key,
-            "s3_secret_key": self.secret_key,
-        }
-        if part_size is not None:
-            section["s3_part_size"] = part_size
-        return section
 
     def start(self) -> SeaweedS3:
         # weed also listens on each port + 10000 (gRPC): pick ports where both are free.
@@ -228,20 +323,6 @@ class SeaweedS3:
         )
         wait_until(self._ready, timeout=60, interval=0.2, what="SeaweedFS S3 to accept requests")
         return self
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            verify=str(self.ca_file) if self.ca_file else None,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-        )
 
     def _ready(self) -> bool:
         if self.proc and self.proc.poll() is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from lakehouse.devtools.servers import NatsServer, SeaweedS3, wait_until
+from lakehouse.devtools.servers import NatsServer, S3Endpoint, wait_until
 from lakehouse.platform.config import Settings, child_env, load_settings, merged
 from lakehouse.platform.procs import REPO_ROOT, free_port
 from schemas.subjects import WORKER_KINDS
@@ -44,11 +44,14 @@ def project_env(settings: Settings | None = None, **extra: str) -> dict[str, str
 
 
 class Proc:
-    """A child process ``python -m lakehouse <argv>`` (run from the repository root), its
-    stdout and stderr in ``log``. Offers Popen's ``pid``, ``returncode``, ``poll``,
-    ``send_signal``, ``wait`` and ``kill``."""
+    """A child process ``python -m lakehouse <argv>`` (run from the repository root, behind
+    ``prefix``: e.g. a network namespace's ``ip netns exec``), its stdout and stderr in
+    ``log``. Offers Popen's ``pid``, ``returncode``, ``poll``, ``send_signal``, ``wait`` and
+    ``kill``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log: Path, prefix: list[str] | None = None
+    ) -> None:
         self.argv = argv
         self.log = log
         self.terminated = False
@@ -56,7 +59,7 @@ class Proc:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "lakehouse", *argv],
+                [*(prefix or []), sys.executable, "-m", "lakehouse", *argv],
                 env=env,
                 cwd=REPO_ROOT,
                 stdout=fh,
@@ -146,7 +149,7 @@ def run_cli(
 class Stack:
     root: Path
     backend: str = "file"
-    seaweed: SeaweedS3 | None = None
+    seaweed: S3Endpoint | None = None  # SeaweedS3, or a SeaweedCluster (lakehouse.devtools.weed)
     overrides: dict[str, Any] = field(default_factory=dict)
     procs: dict[str, list[Proc]] = field(default_factory=dict)
     count: int = 0
@@ -164,9 +167,11 @@ class Stack:
         self.settings: Settings = load_settings(
             self.root / "none.toml",
             data_dir=self.root / "data",
-            storage=storage,
             nats={"url": nats_url},
-            **merged({"gateway": {"port": port}, **(TUNED if self.tuned else {})}, self.overrides),
+            **merged(
+                {"gateway": {"port": port}, "storage": storage, **(TUNED if self.tuned else {})},
+                self.overrides,  # a "storage" section adds to the S3 one (e.g. s3_timeout)
+            ),
         )
         self.base = f"http://127.0.0.1:{self.settings.gateway.port}"
         return self.settings

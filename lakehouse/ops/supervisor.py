@@ -79,7 +79,8 @@ class Supervisor:
                     f"error: port {port} is in use; pass --nats-port or --nats-url", file=sys.stderr
                 )
                 return 2
-            argv = nats_server_argv(port, data_dir / "nats", config=conf)
+            sync = self.settings.supervisor.nats_sync
+            argv = nats_server_argv(port, data_dir / "nats", config=conf, sync=sync)
             self.nats = Child("nats-server", argv, env)
             tasks.append(asyncio.create_task(self._keep_running(self.nats)))
         try:
@@ -187,16 +188,11 @@ class Supervisor:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
-        print(
-            "\nLakehouse is up\n"
-            f"  gateway   {base}   (API docs {base}/docs, health {base}/health)\n"
-            f"  NATS      {redact_url(self.settings.nats.url)}\n"
-            f"  storage   {self.settings.storage_url}\n"
-            f"  workers   {', '.join(self.kinds) or 'none'}\n"
-            f"{self._security_lines()}"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        text = banner(
+            [base], self.settings.nats.url, self.settings.storage_url, self.kinds,
+            self._security_lines(),
+        )  # fmt: skip
+        print(text, flush=True)
 
     def _security_lines(self) -> str:
         if self.secrets is None:
@@ -209,6 +205,21 @@ class Supervisor:
             f"  secured   API keys, NATS users per service, TLS (CA {s.paths.ca})\n"
             f"  admin key {s.admin_key}{made}: export LAKEHOUSE_API_KEY=$(cat {s.admin_key})\n"
         )
+
+
+def banner(gateways: list[str], nats_url: str, storage: str, kinds: list[str], more: str) -> str:
+    """What ``lakehouse up`` (and ``lakehouse cluster``) print once the stack serves; ``more``:
+    lines of their own, each ending in a newline."""
+    lines = ["", "Lakehouse is up"]
+    for base in gateways:
+        lines.append(f"  gateway   {base}   (API docs {base}/docs, health {base}/health)")
+    lines += [
+        f"  NATS      {redact_url(nats_url)}",
+        f"  storage   {redact_url(storage)}",
+        f"  workers   {', '.join(kinds) or 'none'}",
+        f"  metrics   {gateways[0]}/metrics; each worker's port: /health, `lakehouse status`",
+    ]
+    return "\n".join(lines) + "\n" + more + "Press Ctrl-C to stop.\n"
 
 
 def run_supervisor(

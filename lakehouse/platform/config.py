@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,11 @@ class StorageSettings(BaseModel):
     url: str | None = Field(
         None, description="file://DIR or s3://BUCKET; default file://<data_dir>/objects."
     )
+    shared: bool = Field(
+        False,
+        description="file:// storage is one directory every host sees (NFS), or every process "
+        "runs on one machine. Required for file:// when nats.url names several servers.",
+    )
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL (MinIO, SeaweedFS, ...).")
     s3_region: str = "us-east-1"
     s3_access_key: SecretStr | None = None
@@ -66,6 +71,14 @@ class StorageSettings(BaseModel):
         None,
         description="CA bundle (PEM) for an https S3 endpoint signed by a private CA; "
         "default: the system's trust (AWS and public endpoints).",
+    )
+    s3_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an S3 request waits for the store's answer (each read; "
+        "connecting and each send wait at most 5, or this if less); a request is tried 3 "
+        "times. A store that stops answering (SeaweedFS with too few volume servers) fails "
+        "the request with a retryable error (503; a job is retried with backoff), not a hang.",
     )
 
 
@@ -148,6 +161,13 @@ class WorkerSettings(BaseModel):
     backoff_base: float = Field(1.0, description="First nak delay in seconds; doubles per try.")
     backoff_max: float = 30.0
     dlq_inline_max: int = Field(256 * 1024, description="Larger DLQ payloads go to storage.")
+    metrics_port: int = Field(
+        0,
+        ge=-1,
+        description="Port of each worker process's Prometheus /metrics: 0 = a free port (its "
+        "health reply and `lakehouse status` say which), -1 = none.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds.")
 
     def concurrency_for(self, kind: str) -> int:
         return max(1, self.concurrency.get(kind, self.default_concurrency))
@@ -238,6 +258,14 @@ class SupervisorSettings(BaseModel):
     replicas: dict[str, int] = Field(default_factory=dict, description="Processes per worker kind.")
     restart_backoff_max: float = 30.0
     stop_timeout: float = Field(30.0, description="Seconds a child gets to drain before SIGKILL.")
+    nats_sync: str = Field(
+        "always",
+        pattern=r"^(default|always|\d+(ms|s|m|h))$",
+        description="JetStream sync_interval of the nats-server `up` starts: always (fsync "
+        "before each acknowledgement: nothing acknowledged is lost on power failure), "
+        "default (nats-server's, every 2 minutes) or a period such as 10s. See README "
+        "Durability for what each costs.",
+    )
 
 
 class Settings(BaseSettings):
@@ -268,6 +296,19 @@ class Settings(BaseSettings):
         description="Crash-test fault points, point -> action (see lakehouse/faults.py). "
         "Empty in production.",
     )
+
+    @model_validator(mode="after")
+    def _storage_reaches_every_host(self) -> Settings:
+        servers = [u for u in self.nats.url.split(",") if u.strip()]
+        if len(servers) > 1 and self.storage_url.startswith("file://") and not self.storage.shared:
+            raise ValueError(
+                f"storage {self.storage_url} is a directory on one machine, but nats.url names "
+                f"{len(servers)} servers (workers on several hosts would each see their own "
+                "files): use s3:// storage, or set storage.shared = true "
+                "(LAKEHOUSE_STORAGE__SHARED=true) when every host sees that directory (NFS) "
+                "or every process runs on this machine"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,8 @@ consumers shared by all replicas) and core-NATS services (request/reply in a que
 The runtime owns everything else: connect, provision, bounded concurrency, ``in_progress``
 heartbeats, ack after success, nak with backoff on transient errors, term + dead letter on
 permanent errors or after ``max_deliver`` deliveries, one log line per message, health
-replies, and a graceful stop on SIGTERM/SIGINT (stop fetching, finish in-flight, drain).
+replies, Prometheus metrics (:mod:`lakehouse.platform.metrics`, on the process's own port),
+and a graceful stop on SIGTERM/SIGINT (stop fetching, finish in-flight, drain).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import nats.errors
+import nats.js.errors
 import uvloop
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from lakehouse.platform import backoff
+from lakehouse.platform import backoff, metrics
 from lakehouse.platform.bus import (
     STREAMS,
     ConsumerSpec,
@@ -119,6 +121,8 @@ class Runtime:
         self._service_tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
         self._loops: list[asyncio.Task[None]] = []
+        self._watch: asyncio.Task[None] | None = None
+        self.metrics_port: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -154,6 +158,7 @@ class Runtime:
             replicas=self.settings.nats.replicas,
         )
         await self.worker.setup()
+        self._start_metrics(consumes)
         subs = [await self.nc.subscribe(S.HEALTH_PING, cb=self._on_health)]
         for svc in self.worker.serves():
             queue = f"{S.PREFIX}.{self.kind}" if svc.queue else ""
@@ -170,6 +175,9 @@ class Runtime:
         """After :meth:`start`: wait for a stop, let in-flight work finish, close everything;
         0, or 1 when a consumer loop crashed."""
         rc = await self._wait(self._loops)
+        if self._watch is not None:
+            await stop_task(self._watch)
+        metrics.worker_stopped(self.kind, self.instance)
         for sub in self._subs:
             await sub.drain()
         if self._service_tasks:
@@ -179,6 +187,21 @@ class Runtime:
         await self.nc.drain()
         log.info("worker stopped", extra={"kind": self.kind, "outcomes": dict(self.outcomes)})
         return rc
+
+    def _start_metrics(self, consumes: list[Consume]) -> None:
+        """Register with the metrics, start this process's exporter (``workers.metrics_port``;
+        -1: none) and follow the consumers' pending counts."""
+        w = self.settings.workers
+        metrics.worker_started(self.kind, self.instance, lambda: self.in_flight)
+        if w.metrics_port >= 0:
+            try:
+                self.metrics_port = metrics.serve(w.metrics_port, w.metrics_host)
+            except OSError as exc:  # e.g. a fixed port taken by another replica
+                log.warning("no metrics exporter", extra={"error": _describe(exc)})
+        specs = [(c.consumer.stream, c.consumer.durable) for c in consumes]
+        if specs:
+            watch = metrics.watch_consumers(self.js.consumer_info, self.kind, specs, self._stop)
+            self._watch = asyncio.create_task(watch)
 
     async def _wait(self, loops: list[asyncio.Task[None]]) -> int:
         """Until a stop signal (or, in burst mode, every consumer drained); then let each
@@ -217,7 +240,13 @@ class Runtime:
                     if self.burst and not tasks and await self._drained(spec):
                         return
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                except (
+                    nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionReconnectingError,
+                    # 503: the clustered consumer has no leader yet (just created, or its
+                    # node died and the others are electing one); it will have one soon.
+                    nats.js.errors.ServiceUnavailableError,
+                ):
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
@@ -273,11 +302,13 @@ class Runtime:
         finally:
             self.in_flight -= 1
             self.outcomes[outcome] += 1
+            elapsed = time.monotonic() - started
+            metrics.handled(self.kind, spec.filter_subject, outcome, elapsed)
             record = {
                 "kind": self.kind,
                 "subject": msg.subject,
                 "outcome": outcome,
-                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
                 "stream_seq": md.sequence.stream,
                 "delivery": delivery,
             }
@@ -364,6 +395,7 @@ class Runtime:
             letter.model_dump_json().encode(),
             headers={"Nats-Msg-Id": f"dlq-{md.stream}-{tag}"},
         )
+        metrics.dead_lettered(self.kind, md.stream)
 
     # ---- core NATS -------------------------------------------------------------------
     def _serve(self, svc: Serve) -> Callable[[Msg], Awaitable[None]]:
@@ -385,13 +417,15 @@ class Runtime:
             if msg.reply:
                 await _quietly(respond(self.nc, msg.reply, body, headers))
             self.outcomes[outcome] += 1
+            elapsed = time.monotonic() - started
+            metrics.handled(self.kind, svc.subject, outcome, elapsed)
             log.info(
                 "handled",
                 extra={
                     "kind": self.kind,
                     "subject": msg.subject,
                     "outcome": outcome,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
 
@@ -411,6 +445,7 @@ class Runtime:
             started_at=self.started_at,
             in_flight=self.in_flight,
             handled=sum(self.outcomes.values()),
+            metrics_port=self.metrics_port,
         )
         if msg.reply:
             await _quietly(msg.respond(reply.model_dump_json().encode()))

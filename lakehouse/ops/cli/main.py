@@ -4,7 +4,20 @@ import logging
 
 import typer
 
-from lakehouse.ops.cli import certs, data, dev, dlq, ingest, keys, mcp, replay, stack, use
+from lakehouse.ops.cli import (
+    certs,
+    cluster,
+    data,
+    dev,
+    dlq,
+    ingest,
+    keys,
+    mcp,
+    replay,
+    stack,
+    status,
+    use,
+)
 from lakehouse.ops.cli.options import fail, one_line
 
 app = typer.Typer(
@@ -12,10 +25,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Lakehouse: use it over HTTP (ingest, sql, search, datasets, jobs), run the platform "
-    "(up, gateway, worker, certs, keys), operate it (replay, verify, dlq, gc, compact, "
+    "(up, gateway, worker, certs, keys), operate it (status, replay, verify, dlq, gc, compact, "
     "catalog) and develop it (bench, gen-workers, schemas).",
 )
-for module in (ingest, use, stack, replay, dlq, data, dev, mcp, certs, keys):
+for module in (ingest, use, stack, status, replay, dlq, data, dev, cluster, mcp, certs, keys):
     module.register(app)
 
 

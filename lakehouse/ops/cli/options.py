@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -83,6 +84,13 @@ _CONNECTION = {
 }
 
 
+def settings_error(error: Any) -> str:
+    """One of pydantic's errors as ``section.field: message``."""
+    where = ".".join(str(p) for p in error["loc"])
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
 @dataclass
 class Connection:
     """The connection options a command was given; :meth:`settings` resolves them."""
@@ -100,7 +108,10 @@ class Connection:
             "storage": {"url": self.storage} if self.storage else None,
         }
         given = merged(given, {k: v for k, v in overrides.items() if v is not None})
-        settings = load_settings(self.config, **given)
+        try:
+            settings = load_settings(self.config, **given)
+        except ValidationError as exc:  # one line per problem, without pydantic's decoration
+            fail("; ".join(settings_error(e) for e in exc.errors()))
         if settings.nats.user or settings.nats.token or settings.nats.creds_file:
             return settings
         # A data dir of a stack started with --secure: connect as its admin NATS user.

@@ -59,8 +59,8 @@ class S3Storage(Storage):
             config=Config(
                 s3={"addressing_style": "path"},
                 retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
+                connect_timeout=min(5.0, st.s3_timeout),
+                read_timeout=st.s3_timeout,
                 max_pool_connections=32,
             ),
         )
@@ -77,8 +77,8 @@ class S3Storage(Storage):
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"no object {kwargs.get('Key', '')[len(self.prefix) :]!r}") from None
             raise Unavailable(f"storage error ({code or 'unknown'}) on {method}") from None
-        except BotoCoreError as exc:
-            raise Unavailable(f"storage unreachable: {type(exc).__name__}") from None
+        except BotoCoreError as exc:  # e.g. a timeout (storage.s3_timeout): retryable
+            raise Unavailable(f"storage unreachable ({type(exc).__name__}) on {method}") from None
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (idempotent)."""
@@ -173,6 +173,9 @@ class S3Storage(Storage):
             try:
                 while chunk := await asyncio.to_thread(stream.read, READ_CHUNK):
                     yield chunk
+            except BotoCoreError as exc:  # cut off or timed out mid-body: retryable
+                what = f"storage unreachable ({type(exc).__name__}) reading {key!r}"
+                raise Unavailable(what) from None
             finally:
                 stream.close()
 
