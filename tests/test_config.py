@@ -72,7 +72,7 @@ def test_file_storage_across_hosts_is_refused_unless_shared(tmp_path: Path) -> N
     from pydantic import ValidationError
 
     three = "nats://h1:4222,nats://h2:4222,nats://h3:4222"
-    with pytest.raises(ValidationError, match="nats.url names 3 servers"):
+    with pytest.raises(ValidationError, match=r"nats\.url names 3 servers"):
         load_settings(tmp_path / "none.toml", data_dir=tmp_path, nats={"url": three})
     shared = load_settings(
         tmp_path / "none.toml", data_dir=tmp_path, nats={"url": three}, storage={"shared": True}
