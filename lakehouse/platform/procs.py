@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import re
 import shutil
 import signal
 import socket
@@ -34,16 +37,51 @@ def nats_config_path() -> Path:
     raise FileNotFoundError("nats-server.conf not found in the working directory or repo root")
 
 
+NATS_SYNC = re.compile(r"default|always|\d+(ms|s|m|h)")
+"""Values of ``supervisor.nats_sync``: nats-server's own ``sync_interval`` (2 minutes),
+an fsync before every acknowledgement, or a period."""
+
+
+def with_nats_sync(text: str, sync: str) -> str:
+    """The nats-server config ``text`` with ``jetstream { sync_interval: <sync> }`` ("default":
+    ``text`` unchanged). Set inside the file's own jetstream block: a second block would
+    replace the first whole (nats-server 2.15 keeps only the last; its limits would go)."""
+    if not NATS_SYNC.fullmatch(sync):
+        raise ValueError(f"nats sync {sync!r}: default, always or a period such as 10s")
+    if sync == "default":
+        return text
+    text = re.sub(r"(?m)^[ \t]*sync_interval\s*[:=].*\n?", "", text)
+    line = f"sync_interval: {sync if sync == 'always' else json.dumps(sync)}"
+    block = re.compile(r"(?m)^([ \t]*)jetstream[ \t]*[:=]?[ \t]*\{")
+    if not block.search(text):
+        return f"{text.rstrip()}\n\njetstream {{\n  {line}\n}}\n"
+    return block.sub(lambda m: f"{m.group(0)}\n{m.group(1)}  {line}", text, count=1)
+
+
 def nats_server_argv(
-    port: int, store_dir: Path, host: str = "127.0.0.1", config: Path | None = None
+    port: int,
+    store_dir: Path,
+    host: str = "127.0.0.1",
+    config: Path | None = None,
+    sync: str = "default",
 ) -> list[str]:
     """Command line for the embedded server: ``config`` (default: the repo's), with address,
     port and store given as flags. The flags win over the file's ``listen``/``port``; the
-    file must not set ``jetstream { store_dir }`` (nats-server refuses it beside ``-sd``)."""
+    file must not set ``jetstream { store_dir }`` (nats-server refuses it beside ``-sd``).
+    ``sync`` other than "default" (see :func:`with_nats_sync`; nats-server has no flag for
+    it) runs a copy of the config with it, written to ``store_dir/nats-server.conf``."""
+    conf = config or nats_config_path()
+    if sync != "default":
+        text = with_nats_sync(conf.read_text(), sync)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        conf = store_dir / "nats-server.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may name users
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
     return [
         find_binary("nats-server"),
         "-c",
-        str(config or nats_config_path()),
+        str(conf),
         "-js",
         "-a",
         host,
