@@ -106,7 +106,9 @@ class Cluster:
                 self.network.add(f"n{i}")
             if self.storage == "s3":
                 self.network.add("s3")
-        self.nats = NatsCluster(self.root / "nats", self.nodes, network=self.network).start()
+        sync = load_settings(self.root / "none.toml", **self.overrides).supervisor.nats_sync
+        self.nats = NatsCluster(self.root / "nats", self.nodes, network=self.network, sync=sync)
+        self.nats.start()
         if self.storage == "s3":
             from lakehouse.devtools.weed import SeaweedCluster
 

@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 import httpx
 
 from lakehouse.devtools.netns import Network
-from lakehouse.platform.procs import find_binary, free_port, nats_server_argv, port_open
+from lakehouse.platform.procs import (
+    find_binary,
+    free_port,
+    nats_server_argv,
+    port_open,
+    with_nats_sync,
+)
 
 T = TypeVar("T")
 
@@ -115,6 +121,7 @@ class NatsCluster:
     nodes: list[NatsServer] = field(default_factory=list)
     network: Network | None = None
     monitor_ports: list[int] = field(default_factory=list)
+    sync: str = "default"  # jetstream sync_interval (supervisor.nats_sync's values)
 
     @property
     def url(self) -> str:
@@ -130,6 +137,21 @@ class NatsCluster:
         return self.network.call(self.machine(i), fn) if self.network else fn()
 
     def start(self) -> NatsCluster:
+        # Ports are picked before the nodes bind them (each names the others' routes): when
+        # another process takes one in between, start over on new ports.
+        for attempt in range(3):
+            try:
+                self._start_nodes()
+                break
+            except RuntimeError as exc:
+                self.stop()
+                self.nodes.clear()
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
+        return self
+
+    def _start_nodes(self) -> None:
         net = self.network
         hosts = [
             net.address(self.machine(i)) if net else "127.0.0.1" for i in range(1, 1 + self.size)
@@ -150,14 +172,14 @@ class NatsCluster:
             )
             if self.node_config is not None:
                 config += self.node_config(i)
+            config = with_nats_sync(config, self.sync)
             node = NatsServer(self.root / f"node{i}", config=config, host=host)
             if net:
                 node.port = 4222
                 node.prefix = net.prefix(self.machine(i))
                 node.probe = functools.partial(net.call, self.machine(i))
-            self.nodes.append(node.start())
-        wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
-        return self
+            self.nodes.append(node)
+            node.start()
 
     def _ready(self) -> bool:
         """Whether a stream with a copy on every node can be placed now (a throwaway one)."""
