@@ -17,17 +17,40 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+    """Every workload but concurrency and durability (each has a test file of its own, so the
+    two pytest processes share them), compared with a baseline where ingest did better and
+    search worse than anything real: --compare exits 1 naming ingest, and calls search better."""
+    out, baseline = tmp_path / "bench.json", tmp_path / "baseline.json"
+    ingest, search = "ingest: CSV → registered dataset (s)", "search p50 (ms)"
+    baseline.write_text(
+        json.dumps(
+            {"rows": [
+                {"workload": ingest, "unit": "s", "ratio": 0.01},
+                {"workload": search, "unit": "ms", "ratio": 10_000.0},
+            ]}
+        )
+    )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    only = "ingest,sql,upsert,vectors,filtered,texts,auto-embed"
+    argv = ["bench", "--quick", "--only", only, "--out", str(out), "--compare", str(baseline)]
     proc = subprocess.run(
-        [sys.executable, "-m", "lakehouse", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "lakehouse", *argv],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stderr.strip().endswith(f"by more than 25%: {ingest}"), proc.stderr[-2000:]
+    compared = proc.stdout.split("compared with", 1)[1]
+    verdicts = {
+        ln.split("|")[1].strip(): ln.split("|")[5].strip()
+        for ln in compared.splitlines()
+        if ln.startswith("| ") and "×" in ln
+    }
+    assert verdicts[ingest] == "WORSE" and verdicts[search] == "better", compared
+    assert verdicts["vector load (vectors/s)"] == "new", compared
     rows = json.loads(out.read_text())["rows"]
     names = {r["workload"] for r in rows}
     for needed in (

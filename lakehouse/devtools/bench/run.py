@@ -15,12 +15,25 @@ from typing import Any
 import psutil
 
 from lakehouse.devtools.bench import workloads as W
+from lakehouse.devtools.bench.concurrency import FULL as CONCURRENCY_FULL
+from lakehouse.devtools.bench.concurrency import Size, concurrency
+from lakehouse.devtools.bench.durability import durability
 from lakehouse.devtools.bench.filtered import filtered
 from lakehouse.devtools.bench.upsert import upsert
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.stack import Stack
 
-WORKLOADS = ("ingest", "sql", "upsert", "vectors", "filtered", "texts", "auto-embed")
+WORKLOADS = (
+    "ingest",
+    "sql",
+    "upsert",
+    "vectors",
+    "filtered",
+    "texts",
+    "auto-embed",
+    "concurrency",
+    "durability",
+)
 
 
 def fmt(v: float | None) -> str:
@@ -53,11 +66,13 @@ def run(
     *,
     filtered_size: tuple[int, int, int] = (100_000, 384, 200),
     upsert_rows: int | None = None,
+    concurrency_size: Size = CONCURRENCY_FULL,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """``only``: a subset of WORKLOADS to run (default: all); ``filtered_size``: vectors,
     dimension and queries per selectivity of the filtered workload; ``upsert_rows``: rows of
-    the upsert workload's dataset (default ``rows``). The table goes to stdout (to
+    the upsert workload's dataset (default ``rows``); ``concurrency_size``: the concurrency
+    workload's vectors, rows, seconds per point and client counts. The table goes to stdout (to
     stderr when ``quiet``); returns the header and rows, also written to ``json_out``."""
     started = time.monotonic()
     stream = sys.stderr if quiet else sys.stdout
@@ -76,10 +91,19 @@ def run(
         if tabular:
             size = generate(csv, rows, seed=42)
             say(f"generated {rows:,} rows ({size / W.MiB:.0f} MiB)")
-        # The shipped settings, but no periodic snapshot during a measurement.
-        snapshots = {"vectors": {"snapshot_every": 3600}}
-        stack = Stack(work / "stack", overrides=snapshots, tuned=False).up()
+        # The shipped settings, but no periodic snapshot during a measurement, and room for
+        # the concurrency workload's 32 clients (all on one key: the anonymous one).
+        snapshots = {
+            "vectors": {"snapshot_every": 3600},
+            "limits": {"max_concurrent_queries": 64},
+        }
+        stack = Stack(work / "stack", overrides=snapshots, tuned=False)
+        if only is None or only - {"durability"}:  # durability starts servers of its own
+            stack.up()
         try:
+            if want("concurrency"):  # first: it adds and removes workers, best on an empty stack
+                out += concurrency(stack, concurrency_size, work)
+                say(table(out))
             if tabular:
                 rows_ingest, parquet = W.ingest(stack, csv, rows, work)
                 out += rows_ingest if want("ingest") else []
@@ -101,6 +125,9 @@ def run(
                 sub = work / "subset.csv"
                 generate(sub, embed_rows, seed=7)
                 out += W.auto_embed(stack, sub, embed_rows)
+            if want("durability"):
+                out += durability(work, rows, vectors, dim)
+                say(table(out[-8:]))
         finally:
             stack.stop()
     report = table(out)
@@ -109,6 +136,12 @@ def run(
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB · rows {rows:,} · "
         f"vectors {vectors:,}×{dim} · "
         + (f"filtered {filtered_size[0]:,}×{filtered_size[1]} · " if want("filtered") else "")
+        + (
+            f"concurrency {concurrency_size.vectors:,}×{concurrency_size.dim}, "
+            f"{concurrency_size.rows:,} rows, {concurrency_size.seconds:g} s a point · "
+            if want("concurrency")
+            else ""
+        )
         + f"texts {texts:,} · auto-embed {embed_rows:,} · "
         f"{time.monotonic() - started:.0f} s"
         + (f" · only {','.join(sorted(only))}" if only else "")

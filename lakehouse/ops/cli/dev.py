@@ -42,11 +42,15 @@ def bench(
     ] = 100_000,
     filtered_dim: Annotated[int, typer.Option(help="Their dimension.")] = 384,
     filtered_queries: Annotated[int, typer.Option(help="Queries per selectivity.")] = 200,
+    concurrency_vectors: Annotated[
+        int, typer.Option(help="384-d vectors for the concurrency workload.")
+    ] = 200_000,
     quick: Annotated[
         bool,
         typer.Option(
             help="CI size: 5K rows, 5K×64 vectors (filtered: 5K×32, 20 queries), 50 texts, "
-            "auto-embed of 50 rows, upsert of 1K rows."
+            "auto-embed of 50 rows, upsert of 1K rows; concurrency: 5K×384 vectors, 1 and 8 "
+            "clients."
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results here.")] = None,
@@ -54,24 +58,46 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated subset: ingest, sql, upsert, vectors, filtered, texts, "
-            "auto-embed."
+            "auto-embed, concurrency, durability."
         ),
     ] = None,
+    compare_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            help="A earlier run's --out file: print each ratio's change and exit 1 when one "
+            "worsened by more than --tolerance (e.g. docs/bench-baseline.json).",
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="How much a ratio may worsen before --compare fails (0.25: 25%).")
+    ] = 0.25,
     json_out: JsonOpt = False,
 ) -> None:
     """Run every workload next to its floor in the same run and print one table (with --json
     the table goes to stderr and the results to stdout)."""
+    from dataclasses import replace
+
+    from lakehouse.devtools.bench import compare, concurrency
     from lakehouse.devtools.bench.run import WORKLOADS, run
 
     chosen = {w.strip() for w in only.split(",") if w.strip()} if only else None
     unknown = (chosen or set()) - set(WORKLOADS)
     if unknown:
         fail(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
+    baseline = None
+    if compare_to is not None:
+        try:
+            baseline = compare.load(compare_to)
+        except ValueError as exc:
+            fail(f"--compare: {exc}")
     upsert_rows = None
+    concurrency_size = replace(concurrency.FULL, vectors=concurrency_vectors)
     if quick:
         rows, vectors, dim, texts, embed_rows = 5_000, 5_000, 64, 50, 50
         filtered_vectors, filtered_dim, filtered_queries = 5_000, 32, 20
         upsert_rows = 1_000
+        concurrency_size = concurrency.QUICK
     result = run(
         rows,
         vectors,
@@ -83,10 +109,18 @@ def bench(
         chosen,
         filtered_size=(filtered_vectors, filtered_dim, filtered_queries),
         upsert_rows=upsert_rows,
+        concurrency_size=concurrency_size,
         quiet=json_out,
     )
     if json_out:
         emit_json(result)
+    if baseline is not None:
+        table, worse = compare.report(compare.changes(baseline, result), tolerance)
+        typer.echo(f"\ncompared with {compare_to}:\n{table}", err=json_out)
+        if worse:
+            names = ", ".join(c.workload for c in worse)
+            typer.echo(f"worse than {compare_to} by more than {tolerance:.0%}: {names}", err=True)
+            raise typer.Exit(1)
 
 
 def schemas(
