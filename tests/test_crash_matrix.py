@@ -34,6 +34,7 @@ from lakehouse.platform.config import merged
 from lakehouse.tables.views import DUCK_TYPES
 from lakehouse.vectors import batches
 from tests.support.recovery import record
+from tests.support.stacklike import StackLike
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +60,19 @@ def make_stack(root: Path, kinds: tuple[str, ...], **kw: Any) -> Stack:
     return Stack(root / "stack", overrides=overrides, **kw).start(kinds)
 
 
-def post_ingest(stack: Stack, name: str, csv: Path, params: str = "") -> str:
+def post_ingest(stack: StackLike, name: str, csv: Path, params: str = "") -> str:
     with stack.client() as c, csv.open("rb") as fh:
         r = c.post(f"/v1/ingest?name={name}&wait=0{params}", content=fh)
     assert r.status_code in (200, 202), r.text
     return str(r.json()["job_id"])
 
 
-def job_state(stack: Stack, job_id: str) -> dict[str, Any]:
+def job_state(stack: StackLike, job_id: str) -> dict[str, Any]:
     r = httpx.get(f"{stack.base}/v1/jobs/{job_id}", timeout=10)
     return r.json() if r.status_code == 200 else {"state": "unknown"}  # type: ignore[no-any-return]
 
 
-def wait_job(stack: Stack, job_id: str, timeout: float = 180) -> dict[str, Any]:
+def wait_job(stack: StackLike, job_id: str, timeout: float = 180) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         s = job_state(stack, job_id)
         return s if s["state"] in ("succeeded", "failed") else None
@@ -90,20 +91,20 @@ def csv_truth(csv: Path) -> tuple[int, int]:
     return int(got[0]), int(got[1])
 
 
-def sql(stack: Stack, query: str) -> list[list[Any]]:
+def sql(stack: StackLike, query: str) -> list[list[Any]]:
     r = httpx.post(f"{stack.base}/v1/sql", json={"sql": query}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()["rows"]  # type: ignore[no-any-return]
 
 
-def check_dataset(stack: Stack, name: str, csv: Path) -> None:
+def check_dataset(stack: StackLike, name: str, csv: Path) -> None:
     """No row lost, none duplicated: count, distinct ids and the id sum match the input."""
     rows, id_sum = csv_truth(csv)
     got = sql(stack, f"SELECT count(*), count(DISTINCT worker_id), sum(worker_id) FROM {name}")
     assert got == [[rows, rows, id_sum]]
 
 
-def verify(stack: Stack, tmp: Path, expect: dict[str, Any]) -> dict[str, Any]:
+def verify(stack: StackLike, tmp: Path, expect: dict[str, Any]) -> dict[str, Any]:
     path = tmp / "expect.json"
     path.write_text(json.dumps(expect))
     report: dict[str, Any] = json.loads(stack.cli("verify", "--json", "--expect", str(path)))
@@ -115,14 +116,14 @@ def object_keys(manifest: dict[str, Any]) -> set[str]:
     return {o["key"] for o in [*manifest["objects"], *manifest.get("deletes", [])]}
 
 
-def history(stack: Stack, name: str) -> list[dict[str, Any]]:
+def history(stack: StackLike, name: str) -> list[dict[str, Any]]:
     with stack.client() as c:
         r = c.get(f"/v1/catalog/{name}/history")
     assert r.status_code == 200, r.text
     return r.json()["events"]  # type: ignore[no-any-return]
 
 
-def no_orphans(stack: Stack) -> None:
+def no_orphans(stack: StackLike) -> None:
     """After gc, every data object and delete set of a current manifest is stored, nothing
     is stored that no retained revision (each dataset's last ``catalog.keep_revisions``, kept
     for time travel) references, and staging is empty."""
@@ -147,7 +148,7 @@ def no_orphans(stack: Stack) -> None:
 
 
 def dataset_recovered(
-    stack: Stack, tmp: Path, name: str, csv: Path, *, exact: bool = False
+    stack: StackLike, tmp: Path, name: str, csv: Path, *, exact: bool = False
 ) -> dict[str, Any]:
     """The checks every ingest row ends with (``exact``: verify's content checksum too);
     returns verify's report."""
@@ -160,7 +161,7 @@ def dataset_recovered(
     return report
 
 
-def csv_expectation(stack: Stack, name: str, csv: Path) -> dict[str, Any]:
+def csv_expectation(stack: StackLike, name: str, csv: Path) -> dict[str, Any]:
     """Row count and verify's content checksum of ``csv`` computed by DuckDB from the file,
     each cell typed as the dataset's column (the converter's rule: an empty cell is '' in a
     string column, null in the others)."""
@@ -217,7 +218,7 @@ def expect_vectors(name: str, ids: list[str]) -> dict[str, Any]:
     return {"indexes": {name: {"count": len(ids), "digest": expected_index_digest(parts)}}}
 
 
-def create_index(stack: Stack, name: str, dim: int = DIM) -> None:
+def create_index(stack: StackLike, name: str, dim: int = DIM) -> None:
     r = httpx.post(
         f"{stack.base}/v1/vectors/indexes",
         json={"name": name, "dim": dim, "partitions": PARTS},
@@ -226,7 +227,7 @@ def create_index(stack: Stack, name: str, dim: int = DIM) -> None:
     assert r.status_code == 201, r.text
 
 
-def index_count(stack: Stack, name: str) -> int:
+def index_count(stack: StackLike, name: str) -> int:
     """Live vectors in the index; -1 while a partition has no owner or the gateway is away."""
     try:
         r = httpx.get(f"{stack.base}/v1/vectors/indexes/{name}", timeout=10).json()
@@ -251,7 +252,15 @@ async def publish_vectors(
     """Publish n clustered vectors, retrying each batch through outages (a restarted
     nats-server); the batch's Nats-Msg-Id makes a retried batch land once."""
     data = clustered(n, DIM, centers=100)
-    nc = await nats.connect(url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    # Every node of a cluster's comma-separated URL; pings every second: a client on a node
+    # cut off by a partition moves to another within seconds (nats-py's default: 2 min).
+    nc = await nats.connect(
+        [u.strip() for u in url.split(",")],
+        reconnect_time_wait=0.2,
+        max_reconnect_attempts=-1,
+        ping_interval=1,
+        max_outstanding_pings=2,
+    )
     js = nc.jetstream()
     for start in range(0, n, batch):
         ids = [f"v{i}" for i in range(start, min(start + batch, n))]
@@ -278,9 +287,9 @@ async def publish_vectors(
 
 
 def load_in_background(
-    stack: Stack, name: str, n: int, gate: Gate | None = None
+    stack: StackLike, name: str, n: int, gate: Gate | None = None
 ) -> threading.Thread:
-    url = stack.nats.url
+    url = stack.nats_url
     t = threading.Thread(target=lambda: asyncio.run(publish_vectors(url, name, n, gate)))
     t.start()
     return t

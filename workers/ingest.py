@@ -153,7 +153,15 @@ class IngestWorker(Worker):
                 src = work / "source.csv"
                 await storage.get_file(req.source_key, src)
         except NotFound:
-            raise Permanent(f"no CSV at storage key {req.source_key!r}", status=404) from None
+            # A redelivery of a job that registered and dropped its source, then failed
+            # (e.g. its final status publish met a NATS leader election): it succeeded.
+            before = await self.registered_before(req) if redelivered else None
+            if before is None:
+                raise Permanent(f"no CSV at storage key {req.source_key!r}", status=404) from None
+            reply, key, _ = before
+            entry = await catalog.event_at(self.rt.js, reply.catalog_seq)
+            change = entry.change if entry and entry.change else ChangeSummary(mode=req.mode)
+            return self.result(req, reply, change, key, [], 0, None)
         now = await catalog.last_event(self.rt.js, req.name)
         cur = now.event.manifest if now is not None else None
         out = work / "data.parquet"
