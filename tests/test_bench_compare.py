@@ -23,7 +23,7 @@ def run_of(**ratios: tuple[str, float | None]) -> dict[str, object]:
 def test_worse_follows_the_unit_and_the_tolerance() -> None:
     baseline = run_of(
         ingest=("s", 1.5), load=("vec/s", 0.5), search=("ms", 2.0), qps=("QPS", 0.10),
-        rss=("MiB", None), gone=("s", 1.0),
+        rss=("MiB", None), gone=("s", 1.0), **{"recall@10 vs brute force": ("", 1.0)},
     )  # fmt: skip
     current = run_of(
         ingest=("s", 2.0),  # +33% time: worse
@@ -31,13 +31,14 @@ def test_worse_follows_the_unit_and_the_tolerance() -> None:
         search=("ms", 1.0),  # half the time: better
         qps=("QPS", 0.05),  # half the rate: worse
         fresh=("s", 3.0),  # not in the baseline
+        **{"recall@10 vs brute force": ("", 0.5)},  # recall halved: worse, whatever the unit
     )
     table, worse = compare.report(compare.changes(baseline, current))
-    assert [c.workload for c in worse] == ["ingest", "qps"]
+    assert [c.workload for c in worse] == ["ingest", "qps", "recall@10 vs brute force"]
     verdicts = {ln.split("|")[1].strip(): ln.split("|")[5].strip() for ln in table.splitlines()[2:]}
     assert verdicts == {
         "ingest": "WORSE", "load": "same", "search": "better", "qps": "WORSE", "fresh": "new",
-        "gone": "not run",
+        "recall@10 vs brute force": "WORSE", "gone": "not run",
     }  # fmt: skip
     assert "+33% worse" in table and "rss" not in table  # rows without a floor are not ratios
     _, loose = compare.report(compare.changes(baseline, current), tolerance=1.0)

@@ -19,8 +19,9 @@ TOLERANCE = 0.25
 by up to ~15% between runs (docs/BENCHMARKS.md)."""
 
 
-def higher_is_better(unit: str) -> bool:
-    return "/s" in unit or "recall" in unit.lower() or unit in ("QPS", "x")
+def higher_is_better(unit: str, workload: str = "") -> bool:
+    """Rates (``/s``, QPS) and recall: bigger is better. Times, sizes, memory: smaller."""
+    return "/s" in unit or unit == "QPS" or "recall" in f"{unit} {workload}".lower()
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Change:
         if self.before is None or self.after is None or self.before == 0:
             return None
         delta = (self.after - self.before) / self.before
-        return -delta if higher_is_better(self.unit) else delta
+        return -delta if higher_is_better(self.unit, self.workload) else delta
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""`lakehouse bench --quick --only concurrency`: every row of the concurrency workload is
+there and its answers were right (k hits, recall, SQL results equal DuckDB's: checked inside
+the workload); timings never are asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakehouse.devtools.bench.concurrency import QUICK
+from lakehouse.platform.procs import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_concurrency_quick(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    argv = ["bench", "--quick", "--only", "concurrency", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lakehouse", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["workload"]: r for r in json.loads(out.read_text())["rows"]}
+    assert QUICK.clients == (1, 8)
+    needed = [
+        f"concurrency: {what}, {c} client{'' if c == 1 else 's'} {stat}"
+        for what in ("vector search", "SQL")
+        for c in QUICK.clients
+        for stat in ("QPS", "p50 (ms)", "p99 (ms)")
+    ]
+    needed += [
+        "concurrency: SQL, 8 clients, 2 query workers, QPS",
+        "concurrency: vector search, 8 clients, 2 vectors workers, QPS",
+        "concurrency: search recall@10, lowest of any point",
+        "concurrency: vector worker RSS per vector (B)",
+    ]
+    assert sorted(rows) == sorted(needed)
+    for name in needed:
+        r = rows[name]
+        assert isinstance(r["ours"], float | int) and isinstance(r["floor"], float | int), r
+        if "RSS" not in name:  # RSS growth over a 5K load is small and could even be negative
+            assert r["ours"] > 0 and r["floor"] > 0, r
+    recall = rows["concurrency: search recall@10, lowest of any point"]
+    assert recall["ours"] >= 0.9 and recall["floor"] >= 0.9
+    # The CPU of the stack's processes was measured during each of our points.
+    for c in QUICK.clients:
+        note = rows[f"concurrency: vector search, {c} client{'' if c == 1 else 's'} QPS"]["note"]
+        assert "gateway" in note and "vectors" in note and "nats-server" in note, note
