@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lakehouse.platform.procs import REPO_ROOT
+from lakehouse.devtools.stack import project_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +27,9 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
             ]}
         )
     )  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     only = "ingest,sql,upsert,vectors,filtered,texts,auto-embed"
     argv = ["bench", "--quick", "--only", only, "--out", str(out), "--compare", str(baseline)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_cli(*argv, env=project_env(), rc=1, timeout=600)  # without LAKEHOUSE_*
     assert proc.stderr.strip().endswith(f"by more than 25%: {ingest}"), proc.stderr[-2000:]
     compared = proc.stdout.split("compared with", 1)[1]
     verdicts = {

@@ -5,32 +5,20 @@ the workload); timings never are asserted."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lakehouse.devtools.bench.concurrency import QUICK
-from lakehouse.platform.procs import REPO_ROOT
+from lakehouse.devtools.stack import project_env, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_concurrency_quick(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     argv = ["bench", "--quick", "--only", "concurrency", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_cli(*argv, env=project_env(), rc=0, timeout=600)  # without LAKEHOUSE_*
     rows = {r["workload"]: r for r in json.loads(out.read_text())["rows"]}
     assert QUICK.clients == (1, 8)
     needed = [

@@ -5,9 +5,7 @@ every row; only correctness is asserted, never a timing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from lakehouse.devtools.servers import wait_until
+from lakehouse.devtools.stack import project_env, run_cli
 from lakehouse.platform.config import SupervisorSettings
 from lakehouse.platform.procs import (
-    REPO_ROOT,
     free_port,
     nats_config_path,
     nats_server_argv,
@@ -81,17 +79,8 @@ def test_nats_sync_setting_refuses_what_nats_server_would_not_take() -> None:
 @pytest.mark.slow
 def test_bench_quick_durability_produces_every_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     argv = ["bench", "--quick", "--only", "durability", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lakehouse", *argv],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_cli(*argv, env=project_env(), rc=0, timeout=600)  # without LAKEHOUSE_*
     rows = json.loads(out.read_text())["rows"]
     names = [r["workload"] for r in rows]
     for mode in ("R1", "R3"):
