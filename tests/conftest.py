@@ -176,9 +176,31 @@ async def harness(tmp_path: Path) -> AsyncIterator[testing.Harness]:
         yield h
 
 
+LONGEST_FIRST = (
+    "test_chaos.py",
+    "test_crash_matrix.py",
+    "test_crash_matrix_vectors.py",
+    "test_openapi.py",
+    "test_bench.py",
+    "test_cluster.py",
+    "test_bench_concurrency.py",
+    "test_vectors.py",
+    "test_upsert.py",
+    "test_chaos_storage.py",
+    "test_replay.py",
+    "test_hybrid.py",
+)
+"""Files that take a minute or more, longest first: ``make test``'s two processes take whole
+files in collection order, so a long file collected last would run alone at the end."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test on SeaweedFS (a parameter "s3", or the ``seaweed`` fixture) is slow: the
-    server alone takes seconds to start."""
+    """The longest files first (:data:`LONGEST_FIRST`), then the rest as collected. Every test
+    on SeaweedFS (a parameter "s3", or the ``seaweed`` fixture) is slow: the server alone
+    takes seconds to start."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (rank.get(it.path.name, len(rank)), order[id(it)]))
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec else ()

@@ -173,7 +173,9 @@ def vectors_whole(stack: HostStack, tmp: Path, index: str, n: int) -> tuple[int,
     lost = len(set(want) - set(ids))
     duplicates = (messages - distinct) + (len(ids) - len(set(ids)))
     assert (lost, duplicates) == (0, 0), f"{lost} acked vectors lost, {duplicates} duplicates"
-    assert index_count(stack, index) == n
+    # Complete again (a partition may be between owners for a lease period after a fault:
+    # searches say so with `partial`; seen once after a meta-leader kill under load).
+    wait_until(lambda: index_count(stack, index) == n, timeout=60, interval=0.2, what="count")
     verify(stack, tmp, expect_vectors(index, want))
     no_orphans(stack)
     assert stack.healthy(), "every gateway answers /health with every kind on every host"

@@ -1,6 +1,7 @@
 """``supervisor.nats_sync`` reaches the nats-server ``lakehouse up`` starts (checked on the
 server's own /varz, limits kept), and ``lakehouse bench --quick --only durability`` produces
-every row; only correctness is asserted, never a timing."""
+every row of its CI size (the publishes on bare R1 and R3 servers); only correctness is
+asserted, never a timing."""
 
 from __future__ import annotations
 
@@ -87,10 +88,8 @@ def test_bench_quick_durability_produces_every_row(tmp_path: Path) -> None:
         for what in (
             "JetStream publish 1 KB, 16 in flight (msg/s)",
             "JetStream publish 1 KB, one at a time (msg/s)",
-            "ingest 3×5,000 rows (rows/s)",
-            "vector load 5,000×64 (vec/s)",
-        ):
+        ):  # CI size: the publishes only, on bare servers (ingest and vectors by hand)
             assert f"{mode} sync always: {what}" in names, (mode, what, names)
-    assert len(rows) == 8
+    assert len(rows) == 4
     for r in rows:  # ours: sync always; floor: the default; both measured
         assert r["ours"] > 0 and r["floor"] > 0 and r["ratio"] > 0, r

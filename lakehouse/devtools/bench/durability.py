@@ -34,11 +34,11 @@ from nats.js import api
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.bench.workloads import Row, wait_count
 from lakehouse.devtools.datagen import generate
-from lakehouse.devtools.servers import NatsCluster
+from lakehouse.devtools.servers import NatsCluster, NatsServer
 from lakehouse.devtools.stack import Stack
 from lakehouse.platform.bus import STREAMS, provision
 from lakehouse.platform.config import Settings, load_settings
-from lakehouse.platform.procs import free_port
+from lakehouse.platform.procs import free_port, with_nats_sync
 from lakehouse.vectors import batches
 
 SYNCS = ("default", "always")
@@ -72,8 +72,12 @@ class Sizes:
 
 
 def durability(work: Path, rows: int, vectors: int, dim: int) -> list[Row]:
-    """R1 and R3, each with sync default and always, sizes per :meth:`Sizes.of`."""
+    """R1 and R3, each with sync default and always, sizes per :meth:`Sizes.of`. At CI sizes
+    (one round) only the publishes, on bare nats-servers: four stacks of processes would
+    take a minute of a 2-core machine to say nothing a CI run needs."""
     size = Sizes.of(rows, vectors, dim)
+    if size.rounds == 1:
+        return publishes_only(work, size)
     csv = work / "durability.csv"
     generate(csv, size.rows, seed=5)
     data = clustered(size.vectors, size.dim, centers=max(50, size.vectors // 200), noise=0.5)
@@ -117,6 +121,42 @@ def durability(work: Path, rows: int, vectors: int, dim: int) -> list[Row]:
                 )
             )
     return out
+
+
+def publishes_only(work: Path, size: Sizes) -> list[Row]:
+    """The publish rows on a bare nats-server (R1) and a 3-node cluster (R3) per sync mode."""
+    out = []
+    for replicas in (1, 3):
+        got = {}
+        for sync in SYNCS:
+            root = work / f"bare-r{replicas}-{sync}"
+            if replicas == 1:
+                conf = with_nats_sync("jetstream {}\nmax_payload: 8MB\n", sync)
+                server: NatsServer | NatsCluster = NatsServer(root, config=conf)
+            else:
+                server = NatsCluster(root, sync=sync)
+            server.start()
+            try:
+                bare = Bare(server.url)
+                got[sync] = {
+                    key: measure(key, bare, replicas, work, size, np.empty(0))  # type: ignore[arg-type]
+                    for key in ("publish16", "publish1")
+                }
+            finally:
+                server.stop()
+        for key in ("publish16", "publish1"):
+            label, unit = KEYS[key]
+            always, default = got["always"][key], got["default"][key]
+            note = "floor: nats-server's default sync_interval (2 min); bare servers (CI size)"
+            out.append(Row(f"R{replicas} sync always: {label}", always, default, unit, note=note))
+    return out
+
+
+@dataclass
+class Bare:
+    """Where :func:`publish_rate` publishes when no stack runs (CI size)."""
+
+    nats_url: str
 
 
 def started(running: ExitStack, managers: list[AbstractContextManager[Stack]]) -> list[Stack]:
