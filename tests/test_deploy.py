@@ -37,7 +37,7 @@ def test_every_project_service_runs_an_existing_command() -> None:
     cli = get_command(app)
     names = set(cli.commands)  # type: ignore[attr-defined]
     for name, svc in services().items():
-        if svc.get("image") != "lakehouse:latest":
+        if not str(svc.get("image", "")).startswith("lakehouse:"):
             continue
         argv = svc["command"]
         assert isinstance(argv, list) and argv[0] in names, f"{name}: unknown command {argv}"
@@ -149,11 +149,10 @@ def test_cluster_images_are_pinned() -> None:
         for name, svc in svcs.items():
             image = str(svc.get("image", ""))
             repo, _, tag = image.rpartition(":")
-            if "build" in svc and path == COMPOSE:
-                continue  # the single-node file builds lakehouse:latest, pulled by no one
             assert repo and tag and tag != "latest", f"{path.name}: {name} image {image!r}"
-    for svc in project_services(cluster_services()).values():
-        assert svc["image"] == f"lakehouse:{__version__}"
+    for svcs in (cluster_services(), services()):
+        for svc in project_services(svcs).values():
+            assert svc["image"] == f"lakehouse:{__version__}"
 
 
 def test_cluster_settings_are_real_and_name_every_node(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,3 +176,16 @@ def test_cluster_settings_are_real_and_name_every_node(monkeypatch: pytest.Monke
     assert {u.split("//")[1].split(":")[0] for u in urls} == set(NATS_NODES)
     assert settings.nats.replicas == 3
     assert settings.storage_url.startswith("s3://") and settings.storage.s3_endpoint
+
+
+def test_gateways_on_all_interfaces_have_a_key_file_on_a_volume() -> None:
+    """A gateway serving 0.0.0.0 without API keys refuses to start: each compose gateway reads
+    its keys from a file on a named volume (`keys create` writes it there first)."""
+    for svcs in (services(), cluster_services()):
+        gateways = {n: s for n, s in project_services(svcs).items() if s["command"][0] == "gateway"}
+        assert gateways
+        for name, svc in gateways.items():
+            assert flag(svc["command"], "--host") == "0.0.0.0"
+            keys_file = svc["environment"]["LAKEHOUSE_AUTH__KEYS_FILE"]
+            mounts = {m.split(":")[1] for m in svc.get("volumes", [])}
+            assert str(Path(keys_file).parent) in mounts, f"{name}: {keys_file} not on a volume"
