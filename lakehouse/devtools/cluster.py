@@ -20,6 +20,7 @@ import asyncio
 import os
 import shutil
 import signal
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,15 +205,31 @@ class Cluster:
         return True
 
     def wait_healthy(self, timeout: float = 120, want: dict[str, int] | None = None) -> None:
+        """Until :meth:`healthy`. A process that exits meanwhile is started again, twice at
+        most, as ``lakehouse up``'s supervisor would (a worker starting while the cluster is
+        busy can give up on a JetStream call: "nats: timeout"), with a warning carrying the
+        end of its log; a third exit fails."""
+        restarts = 0
+
         def ready() -> bool:
+            nonlocal restarts
             for host in self.members:
                 for name, procs in host.procs.items():
-                    for p in procs:
-                        if p.poll() is not None:
-                            tail = p.output()[-3000:]
-                            raise RuntimeError(
-                                f"{host.name} {name} exited ({p.returncode}):\n{tail}"
-                            )
+                    for i, p in enumerate(procs):
+                        if p.poll() is None:
+                            continue
+                        tail = p.output()[-3000:]
+                        what = f"{host.name} {name} exited ({p.returncode}):\n{tail}"
+                        if restarts == 2:
+                            raise RuntimeError(what)
+                        restarts += 1
+                        warnings.warn(f"{what}\nstarting it again", stacklevel=2)
+                        prefix = (
+                            self.network.prefix(host.machine)
+                            if self.network and host.machine
+                            else None
+                        )
+                        procs[i] = Proc(p.argv, project_env(host.settings), p.log, prefix=prefix)
             return self.healthy(want)
 
         wait_until(ready, timeout=timeout, interval=0.3, what="the cluster to be healthy")
