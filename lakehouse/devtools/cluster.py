@@ -173,11 +173,14 @@ class Cluster:
     def spawn(self, host: Host, name: str, *argv: str) -> Proc:
         """``lakehouse <argv>`` on ``host`` with its settings, listed under ``name``."""
         self.count += 1
-        prefix = self.network.prefix(host.machine) if self.network and host.machine else None
-        log = host.root / f"{name}-{self.count}.log"
-        proc = Proc(list(argv), project_env(host.settings), log, prefix=prefix)
+        proc = self._run(host, list(argv), host.root / f"{name}-{self.count}.log")
         host.procs.setdefault(name, []).append(proc)
         return proc
+
+    def _run(self, host: Host, argv: list[str], log: Path) -> Proc:
+        """``lakehouse <argv>`` with ``host``'s settings, on its machine (with a network)."""
+        prefix = self.network.prefix(host.machine) if self.network and host.machine else None
+        return Proc(argv, project_env(host.settings), log, prefix=prefix)
 
     def get(self, path: str, host: Host | None = None, timeout: float = 10) -> httpx.Response:
         """GET ``path`` from ``host``'s gateway (default: the first)."""
@@ -224,12 +227,7 @@ class Cluster:
                             raise RuntimeError(what)
                         restarts += 1
                         warnings.warn(f"{what}\nstarting it again", stacklevel=2)
-                        prefix = (
-                            self.network.prefix(host.machine)
-                            if self.network and host.machine
-                            else None
-                        )
-                        procs[i] = Proc(p.argv, project_env(host.settings), p.log, prefix=prefix)
+                        procs[i] = self._run(host, p.argv, p.log)
             return self.healthy(want)
 
         wait_until(ready, timeout=timeout, interval=0.3, what="the cluster to be healthy")
