@@ -18,13 +18,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.js import api
 
 from lakehouse.client.http import CA_ENV, Client, GatewayError
-from lakehouse.devtools.servers import NatsServer, SeaweedS3, eventually
+from lakehouse.devtools.servers import NatsCluster, NatsServer, SeaweedS3, eventually
 from lakehouse.devtools.stack import project_env, run_cli
 from lakehouse.ops import certs
 from lakehouse.platform import bus
 from lakehouse.platform.config import Settings, TlsSettings
 from lakehouse.platform.errors import Unavailable
-from lakehouse.platform.procs import free_port
 from lakehouse.platform.storage import open_storage
 from lakehouse.platform.tlsctx import client_context
 
@@ -189,34 +188,22 @@ async def test_nats_refuses_a_client_without_a_certificate(
 async def test_cluster_routes_with_mutual_tls_carry_an_r3_stream(
     tmp_path: Path, pki: certs.CertPaths
 ) -> None:
-    routes = [free_port() for _ in range(3)]
-    nodes = []
-    for i, route in enumerate(routes, start=1):
+    def route_tls(i: int) -> str:
         cert, key = certs.issue(pki.dir, f"node{i}")
-        peers = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != route)
-        config = (
-            f"server_name: node{i}\njetstream {{}}\n"
-            f"cluster {{\n  name: tlsc\n  listen: 127.0.0.1:{route}\n  routes: [{peers}]\n"
-            f"  {tls_block(cert, key, pki.ca)}}}\n"
-        )
-        nodes.append(NatsServer(tmp_path / f"node{i}", config=config))
+        return "  " + tls_block(cert, key, pki.ca)
+
+    # start() returns once an R3 stream can be placed: the routes' TLS handshakes worked.
+    cluster = NatsCluster(tmp_path / "nats", name="tlsc", route_config=route_tls)
+    await asyncio.to_thread(cluster.start)
     try:
-        for node in nodes:
-            node.start()
-        first = await nats.connect(nodes[0].url)
-        third = await nats.connect(nodes[2].url)
+        for port in cluster.monitor_ports:  # every node's routes require a verified peer
+            varz = httpx.get(f"http://127.0.0.1:{port}/varz", timeout=5).json()["cluster"]
+            assert varz["tls_required"] and varz["tls_verify"], varz
+        first = await nats.connect(cluster.nodes[0].url)
+        third = await nats.connect(cluster.nodes[2].url)
         try:
             js = first.jetstream(timeout=2)
-            r3 = api.StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
-
-            async def created() -> bool:
-                try:
-                    await js.add_stream(r3)
-                    return True
-                except Exception:  # no meta leader yet, or too few peers
-                    return False
-
-            await eventually(created, timeout=15, interval=0.2, what="an R3 stream")
+            await js.add_stream(api.StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3))
             ack = await js.publish("r3.x", b"across routes")
             got = await third.jetstream(timeout=5).get_msg("R3", ack.seq)
             assert got.data == b"across routes"
@@ -226,8 +213,7 @@ async def test_cluster_routes_with_mutual_tls_carry_an_r3_stream(
             await first.close()
             await third.close()
     finally:
-        for node in nodes:
-            node.stop()
+        cluster.stop()
 
 
 # ---- HTTPS -----------------------------------------------------------------------------------

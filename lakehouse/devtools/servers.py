@@ -110,14 +110,16 @@ class NatsCluster:
     """``size`` nats-servers joined by cluster routes, each with JetStream and its own store
     (``root/node<i>``), on loopback or, with a ``network``, node ``i`` on machine ``n<i>``
     (its own network namespace, fixed ports). ``node_config(i)`` may add to a node's config
-    (TLS, users). Each node serves monitoring (``/jsz``) for :meth:`leader`.
-    :meth:`start` returns once JetStream has a meta leader and every peer (an R-size stream
-    can be placed)."""
+    (TLS, users), ``route_config(i)`` to its ``cluster { }`` block (route TLS). Each node
+    serves monitoring (``/jsz``) for :meth:`leader`. :meth:`start` (blocking; from async
+    code run it in a thread) returns once JetStream has a meta leader and every peer (an
+    R-size stream can be placed)."""
 
     root: Path
     size: int = 3
     name: str = "lakehouse"
     node_config: Callable[[int], str] | None = None
+    route_config: Callable[[int], str] | None = None
     nodes: list[NatsServer] = field(default_factory=list)
     network: Network | None = None
     monitor_ports: list[int] = field(default_factory=list)
@@ -168,7 +170,8 @@ class NatsCluster:
                 f"server_name: n{i}\njetstream {{}}\nmax_payload: 8MB\n"
                 f"http: {host}:{self.monitor_ports[i - 1]}\n"
                 f"cluster {{\n  name: {self.name}\n  listen: {host}:{route}\n"
-                f"  routes: [{peers}]\n}}\n"
+                f"  routes: [{peers}]\n"
+                f"{self.route_config(i) if self.route_config else ''}}}\n"
             )
             if self.node_config is not None:
                 config += self.node_config(i)

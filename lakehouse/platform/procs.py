@@ -101,16 +101,27 @@ def die_with_parent() -> None:
         pass
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(avoid_plus: int = 0) -> int:
-    """A free loopback TCP port; with ``avoid_plus`` also require port+avoid_plus free."""
+    """A free loopback TCP port; with ``avoid_plus`` also require port+avoid_plus free.
+
+    A port is free only until someone binds it, and callers often pick several before
+    starting anything (a cluster's client and route ports): so a port this process
+    handed out once is never handed out again."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if not avoid_plus:
-            return port
-        if port + avoid_plus < 65536 and port_is_free(port + avoid_plus):
-            return port
+        if port in _HANDED_OUT or (avoid_plus and port + avoid_plus in _HANDED_OUT):
+            continue
+        if avoid_plus and not (port + avoid_plus < 65536 and port_is_free(port + avoid_plus)):
+            continue
+        _HANDED_OUT.add(port)
+        if avoid_plus:
+            _HANDED_OUT.add(port + avoid_plus)
+        return port
     raise RuntimeError("no free port found")
 
 
