@@ -118,7 +118,7 @@ def test_delete_then_revive_an_id(tmp_path: Path) -> None:
     assert part.count == 2 and part.covered_seq == 2
     assert "b" not in [item for item, _, _ in part.search(eye[1], 3)]
     part.apply(upserts(["b"], eye[[5]], [{"v": 2}]), seq=3)
-    assert part.count == 3 and len(part.ids) == 3  # the old label, not a new one
+    assert part.count == 3 and len(part.items) == 3  # the old label, not a new one
     [(item, distance, meta)] = part.search(eye[5], 1)
     assert (item, meta) == ("b", {"v": 2}) and distance < 1e-6
     assert part.search_subset(eye[5], ["b"], 1)[0][0] == "b"

@@ -3,6 +3,7 @@ NATS paths, and semantic search over a generated staffing set with the packaged 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -17,6 +18,8 @@ from lakehouse.devtools.servers import eventually, wait_until
 from lakehouse.devtools.stack import Stack
 from lakehouse.devtools.testing import dead_letters, inline_payload
 from lakehouse.vectors.batches import encode, partition_of
+from lakehouse.vectors.idsets import query
+from schemas import subjects as S
 from schemas.messages import DeadLetter
 
 pytestmark = pytest.mark.stack(kinds=("embed", "vectors"), shared=True)
@@ -257,3 +260,42 @@ def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
     e, f, d = (hits[0]["distance"] for hits in (electric, forklift, dental))
     print(f"best distances: electrician {e:.3f}, forklift {f:.3f}, dental {d:.3f}")
     assert dental[0]["distance"] > matched + 0.1
+
+
+async def test_concurrent_searches_are_answered_together_each_as_if_alone(stack: Stack) -> None:
+    """64 searches sent at once over NATS (the gateway's binary form, k 1..10): the vector
+    worker answers them in shared batches (its batch-size histogram shows more than one
+    search per batch) and every answer equals the same search sent alone."""
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((3000, 32), dtype=np.float32)
+    with stack.client(timeout=60) as c:
+        name = new_index(c, 32, partitions=2)
+        add_vectors(c, name, data)
+        wait_count(c, name, 3000)
+    queries = rng.standard_normal((64, 32), dtype=np.float32)
+    nc = await nats.connect(stack.nats_url)
+
+    async def search(i: int) -> list[tuple[str, float]]:
+        body, headers = query(queries[i].tolist(), 1 + i % 10, None, None)
+        msg = await nc.request(S.search(name), body, timeout=10, headers=headers)
+        parts = json.loads(msg.data)
+        assert sorted(p["partition"] for p in parts) == [0, 1]  # one worker owns both
+        hits = sorted((h["distance"], h["id"]) for p in parts for h in p["hits"])
+        return [(i, round(d, 5)) for d, i in hits[: 1 + i % 10]]
+
+    try:
+        together = await asyncio.gather(*(search(i) for i in range(64)))
+        alone = [await search(i) for i in range(64)]
+    finally:
+        await nc.close()
+    assert together == alone
+    assert all(len(hits) == 1 + i % 10 for i, hits in enumerate(together))
+    health = stack.health()
+    assert health is not None
+    (instance,) = health["workers"]["vectors"]["instances"]
+    with httpx.Client() as http:
+        text = http.get(f"http://127.0.0.1:{instance['metrics_port']}/metrics").text
+    lines = [ln for ln in text.splitlines() if f'index="{name}"' in ln]
+    count = next(float(ln.split()[-1]) for ln in lines if "_batch_size_count" in ln)
+    total = next(float(ln.split()[-1]) for ln in lines if "_batch_size_sum" in ln)
+    assert total == 128 and count < 128, lines  # 64 together and 64 alone, fewer batches

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Serve, Worker, stop_task
 from lakehouse.platform.storage import keys
+from lakehouse.vectors.batcher import Batcher
 from lakehouse.vectors.batches import decode
 from lakehouse.vectors.idsets import Groups
 from lakehouse.vectors.indexes import ids_digest, list_indexes
@@ -59,6 +61,15 @@ def asdict_reply(r: PartitionReply) -> dict[str, object]:
         "memory_bytes": r.memory_bytes,
         "ids_digest": r.ids_digest,
     }
+
+
+@dataclass(frozen=True)
+class Query:
+    """One unfiltered search waiting for its batch."""
+
+    vector: np.ndarray
+    k: int
+    ef: int | None
 
 
 @dataclass
@@ -98,6 +109,8 @@ class VectorWorker(Worker):
         # Filtered searches score their partitions' matches here (never waits on anything, so
         # a search on ``pool`` may wait on it).
         self.bound_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bounds")
+        # Unfiltered searches of an index arriving together are answered together.
+        self.batchers: dict[str, Batcher[Query, list[PartitionReply]]] = {}
 
         async def on_index_change(msg: Msg) -> None:
             self.wake.set()  # a new or deleted index: rebalance now, not at the next tick
@@ -121,6 +134,8 @@ class VectorWorker(Worker):
                 await self.stop_partition(key, snapshot=True)
 
         await asyncio.gather(*(stop(key) for key in list(self.owned)))
+        for batcher in self.batchers.values():
+            await batcher.close()
         await self.leases.leave()
         self.export_sizes()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -411,15 +426,51 @@ class VectorWorker(Worker):
                 replies = await loop.run_in_executor(
                     self.pool, self.search_filtered, mine, query, req, groups, digest
                 )
-            else:
-                # Partitions are searched concurrently on the worker's search pool: hnswlib
-                # releases the GIL, so a query over four partitions costs about one on four
-                # cores.
+            elif req.allowed_ids is not None:
                 replies = await asyncio.gather(
                     *(loop.run_in_executor(self.pool, self.search_one, o, query, req) for o in mine)
                 )
+            else:
+                batcher = self.batchers.get(index)
+                if batcher is None:
+                    batcher = self.batchers[index] = Batcher(
+                        functools.partial(self.search_batch, index)
+                    )
+                replies = await batcher.submit(Query(query, req.k, req.ef))
         # Dumped by hand: pydantic's model_dump of every hit costs more than the search.
         return json.dumps([asdict_reply(r) for r in replies]).encode()
+
+    async def search_batch(self, index: str, batch: list[Query]) -> list[list[PartitionReply]]:
+        """Searches of ``index`` that arrived together: per beam width, one ``knn_query`` of
+        all their vectors per partition, the partitions concurrently on the search pool
+        (hnswlib releases the GIL), each search given its own k of the hits."""
+        metrics.search_batch(index, len(batch))
+        mine = [o for o in self.owned.values() if o.spec.name == index]
+        out: list[list[PartitionReply]] = [[] for _ in batch]
+        by_ef: dict[int | None, list[int]] = {}
+        for i, q in enumerate(batch):
+            by_ef.setdefault(q.ef, []).append(i)
+        loop = asyncio.get_running_loop()
+        for ef, rows in by_ef.items():
+            queries = np.stack([batch[i].vector for i in rows])
+            k = max(batch[i].k for i in rows)
+            found = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self.pool, self.search_many, o, queries, k, ef)
+                    for o in mine
+                )
+            )
+            for owned, (hits, ms) in zip(mine, found, strict=True):
+                for j, i in enumerate(rows):
+                    out[i].append(self.reply(owned, hits[j][: batch[i].k], ms))
+        return out
+
+    def search_many(
+        self, owned: Owned, queries: np.ndarray, k: int, ef: int | None
+    ) -> tuple[list[Hits], float]:
+        started = time.perf_counter()
+        hits = owned.part.search_many(queries, k, ef)
+        return hits, (time.perf_counter() - started) * 1000
 
     def search_one(self, owned: Owned, query: np.ndarray, req: SearchRequest) -> PartitionReply:
         started = time.perf_counter()

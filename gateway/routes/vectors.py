@@ -172,9 +172,13 @@ async def gather(
     """Scatter ``req`` to the index's partition owners; their replies (dicts, by partition)
     and the partitions that did not answer in time."""
     wanted = set(range(spec.partitions))
+    parsed: list[list[dict[str, Any]]] = []  # each reply parsed once, as it arrives
+    seen: set[int] = set()
 
     def covered(replies: list[bytes]) -> bool:
-        seen = {p["partition"] for r in replies for p in json.loads(r)}
+        for r in replies[len(parsed) :]:
+            parsed.append(json.loads(r))
+            seen.update(p["partition"] for p in parsed[-1])
         return wanted <= seen
 
     raw = await scatter(
@@ -185,9 +189,10 @@ async def gather(
         done=covered,
         headers=headers,
     )
+    covered(raw)  # replies that came after the last check
     parts: dict[int, dict[str, Any]] = {}
-    for r in raw:
-        for p in json.loads(r):
+    for reply in parsed:
+        for p in reply:
             parts.setdefault(p["partition"], p)
     return [parts[p] for p in sorted(parts)], sorted(wanted - set(parts))
 

@@ -150,7 +150,11 @@ class NatsCluster:
                 self.nodes.clear()
                 if "address already in use" not in str(exc) or attempt == 2:
                     raise
-        wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
+        try:
+            wait_until(self._ready, timeout=30, interval=0.2, what="a JetStream meta leader")
+        except BaseException:
+            self.stop()  # no node outlives a start that failed
+            raise
         return self
 
     def _start_nodes(self) -> None:

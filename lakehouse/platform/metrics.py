@@ -64,6 +64,13 @@ PARTITION_BYTES = Gauge(
     "Estimated memory of a partition this process owns.",
     ["index", "partition", "owner"],
 )
+SEARCH_BATCH = Histogram(
+    "lakehouse_vector_search_batch_size",
+    "Unfiltered searches of one index answered together by a vector worker (one knn_query "
+    "per partition for the batch).",
+    ["index"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 QUERY_CACHE = Counter(
     "lakehouse_query_cache_requests",
     "Lookups of a query worker cache, by cache and result (hit, miss, bypass: too large to keep).",
@@ -155,6 +162,11 @@ def vector_partitions(owner: str, sizes: Mapping[tuple[str, int], tuple[int, int
     for (index, number), (count, nbytes) in sizes.items():
         PARTITION_VECTORS.labels(index, str(number), owner).set(count)
         PARTITION_BYTES.labels(index, str(number), owner).set(nbytes)
+
+
+def search_batch(index: str, size: int) -> None:
+    """A vector worker answered ``size`` searches of ``index`` together."""
+    SEARCH_BATCH.labels(index).observe(size)
 
 
 def cache_lookup(cache: str, result: str) -> None:

@@ -1,4 +1,5 @@
-"""One HNSW partition: hnswlib index + string ids + metadata + the stream sequence it covers.
+"""One HNSW partition: hnswlib index + its items (ids and metadata in columnar form, see
+``lakehouse.vectors.items``) + the stream sequence it covers.
 
 Filtered search (a resolved id set) scores the set with an int8 copy of its vectors and a
 per-vector bound on the quantisation error, then re-ranks in float only the few candidates
@@ -14,7 +15,6 @@ small chunks (so searches interleave during a load), searches take the read side
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from lakehouse.vectors import mirror as int8
 from lakehouse.vectors.batches import Batch
+from lakehouse.vectors.items import Items
 from lakehouse.vectors.mirror import Int8Mirror
 from schemas.vectors import IndexSpec
 
@@ -96,9 +97,7 @@ class Partition:
         self.index = hnswlib.Index(space=SPACES[spec.metric], dim=spec.dim)
         self.index.init_index(max_elements=capacity, M=spec.M, ef_construction=spec.ef_construction)
         self.index.set_ef(spec.ef_search)
-        self.labels: dict[str, int] = {}
-        self.ids: list[str] = []
-        self.meta: dict[int, dict[str, Any] | None] = {}
+        self.items = Items()
         self.deleted: set[int] = set()
         self.covered_seq = 0
         self.changes = 0  # since the last snapshot
@@ -113,17 +112,21 @@ class Partition:
 
     @property
     def count(self) -> int:
-        return len(self.ids) - len(self.deleted)
+        return len(self.items) - len(self.deleted)
 
     def live_ids(self) -> list[str]:
         with self.lock.read():
-            return [item for label, item in enumerate(self.ids) if label not in self.deleted]
+            if not self.deleted:
+                return self.items.ids()
+            live = np.ones(len(self.items), dtype=bool)
+            live[np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))] = False
+            return self.items.ids(np.flatnonzero(live))
 
     def memory_bytes(self) -> int:
-        """hnswlib's own layout (data + level-0 links), our int8 mirror and the id map."""
+        """hnswlib's own layout (data + level-0 links), our int8 mirror and the items."""
         per = self.spec.dim * 4 + self.spec.M * 2 * 4 + 4 + 8
         mirror = self.int8.nbytes if self.int8 is not None else 0
-        return int(self.index.get_max_elements() * per * 1.1 + mirror + len(self.ids) * 120)
+        return int(self.index.get_max_elements() * per * 1.1 + mirror + self.items.nbytes())
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         if self.spec.metric == "cosine":
@@ -146,18 +149,11 @@ class Partition:
         ups = [i for i in sorted(last.values()) if batch.ops[i] != "delete"]
         dels = [i for i in sorted(last.values()) if batch.ops[i] == "delete"]
         if ups:
-            labels = np.empty(len(ups), dtype=np.int64)
-            for j, i in enumerate(ups):
-                item_id = batch.ids[i]
-                label = self.labels.get(item_id)
-                if label is None:
-                    label = len(self.ids)
-                    self.ids.append(item_id)
-                    self.labels[item_id] = label
-                labels[j] = label
             vectors = batch.vectors[ups]
             with self.lock.write():
-                needed = len(self.ids)
+                labels = self.items.assign([batch.ids[i] for i in ups])
+                self.items.set_meta(labels.tolist(), [batch.metadata[i] for i in ups])
+                needed = len(self.items)
                 if needed > self.index.get_max_elements():
                     grown = int(self.index.get_max_elements() * 1.5)
                     self.index.resize_index(max(needed, grown))
@@ -173,19 +169,17 @@ class Partition:
                         num_threads=self.threads,
                     )
                     self._mirror(labels[start : start + chunk], vectors[start : start + chunk])
-            for j, i in enumerate(ups):
-                if batch.metadata[i] is None:
-                    self.meta.pop(int(labels[j]), None)  # only items with metadata cost a slot
-                else:
-                    self.meta[int(labels[j])] = batch.metadata[i]
         if dels:
             with self.lock.write():
-                for i in dels:
-                    label = self.labels.get(batch.ids[i])
-                    if label is not None and label not in self.deleted:
-                        self.index.mark_deleted(label)
-                        self.deleted.add(label)
-                        self.meta.pop(label, None)
+                gone = [
+                    label
+                    for label in self.items.find([batch.ids[i] for i in dels]).tolist()
+                    if label >= 0 and label not in self.deleted
+                ]
+                for label in gone:
+                    self.index.mark_deleted(label)
+                    self.deleted.add(label)
+                self.items.drop_meta(gone)
         self.covered_seq = max(self.covered_seq, seq)
         self.changes += len(last)
         self.version += 1
@@ -193,26 +187,33 @@ class Partition:
     def search(
         self, query: np.ndarray, k: int, ef: int | None = None
     ) -> list[tuple[str, float, Any]]:
+        return self.search_many(query.reshape(1, -1), k, ef)[0]
+
+    def search_many(self, queries: np.ndarray, k: int, ef: int | None = None) -> list[Hits]:
+        """The top-k of each row of ``queries`` in one ``knn_query`` call (hnswlib spreads a
+        batch over its threads, outside the GIL)."""
         with self.lock.read():
             live = self.count
             if live == 0:
-                return []
+                return [[] for _ in range(len(queries))]
             k = min(k, live)
             ef = max(ef or self.spec.ef_search, k)
             if ef != self.index.ef:
                 self.index.set_ef(ef)
             while True:
                 try:
-                    labels, dists = self.index.knn_query(query.reshape(1, -1), k=k, num_threads=1)
+                    labels, dists = self.index.knn_query(
+                        queries, k=k, num_threads=min(self.threads, len(queries))
+                    )
                     break
                 except RuntimeError:  # too many deleted neighbours for this ef/k
                     if k == 1:
-                        return []
+                        return [[] for _ in range(len(queries))]
                     k = max(1, k // 2)
-        return [
-            (self.ids[int(lab)], float(d), self.meta.get(int(lab)))
-            for lab, d in zip(labels[0], dists[0], strict=True)
-        ]
+            return [
+                self.hits(list(zip(row.tolist(), d.tolist(), strict=True)))
+                for row, d in zip(labels, dists, strict=True)
+            ]
 
     def _distances(self, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         if self.spec.metric == "l2":
@@ -229,11 +230,12 @@ class Partition:
 
     def labels_of(self, ids: Iterable[str]) -> np.ndarray:
         """Live labels of ``ids`` (unknown and deleted ids left out). Call under the lock."""
-        labels, deleted = self.labels, self.deleted
-        return np.fromiter(
-            (lab for i in ids if (lab := labels.get(i)) is not None and lab not in deleted),
-            dtype=np.int64,
-        )
+        labels = self.items.find(ids if isinstance(ids, list) else list(ids))
+        labels = labels[labels >= 0]
+        if self.deleted and labels.size:
+            dead = np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))
+            labels = labels[~np.isin(labels, dead)]
+        return labels
 
     def labels_cached(self, ids: Ids, key: str | None) -> np.ndarray:
         """``labels_of(ids)``, kept under ``key`` (a digest of the id set) until the next
@@ -264,7 +266,9 @@ class Partition:
         return [(int(labels[i]), float(exact[i])) for i in order]
 
     def hits(self, pairs: list[tuple[int, float]]) -> Hits:
-        return [(self.ids[lab], d, self.meta.get(lab)) for lab, d in pairs]
+        """(id, distance, metadata) of labelled distances. Call under the lock."""
+        items = self.items
+        return [(items.id(lab), d, items.meta(lab)) for lab, d in pairs]
 
     def search_subset(
         self,
@@ -294,7 +298,7 @@ class Partition:
                 pairs = self.exact_top(q, labels, k)
             else:
                 allowed = set(labels.tolist())
-                share = labels.size / max(1, len(self.ids))
+                share = labels.size / max(1, len(self.items))
                 beam = int(min(4096, max(ef or self.spec.ef_search, k) / max(share, 1e-3)))
                 if beam != self.index.ef:
                     self.index.set_ef(beam)
@@ -312,13 +316,10 @@ class Partition:
         with self.lock.read():
             self.index.save_index(str(graph))
             if self.int8 is not None:
-                self.int8.save(directory / int8.FILE, len(self.ids))
-            ids = list(self.ids)
-            deleted = [i in self.deleted for i in range(len(ids))]
-            meta = [
-                None if self.meta.get(i) is None else json.dumps(self.meta[i])
-                for i in range(len(ids))
-            ]
+                self.int8.save(directory / int8.FILE, len(self.items))
+            ids, meta = self.items.arrow()
+            deleted = np.zeros(len(self.items), dtype=bool)
+            deleted[np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))] = True
             seq = self.covered_seq
         pq.write_table(
             pa.table({"id": ids, "deleted": deleted, "metadata": meta}).replace_schema_metadata(
@@ -343,25 +344,22 @@ class Partition:
         part.index = hnswlib.Index(space=SPACES[spec.metric], dim=spec.dim)
         t = pq.read_table(table)
         part.covered_seq = int((t.schema.metadata or {}).get(b"covered_seq", b"0"))
-        part.ids = t.column("id").to_pylist()
-        part.labels = {item_id: i for i, item_id in enumerate(part.ids)}
-        part.deleted = {i for i, d in enumerate(t.column("deleted").to_pylist()) if d}
-        part.meta = {
-            i: json.loads(m)
-            for i, m in enumerate(t.column("metadata").to_pylist())
-            if m is not None and i not in part.deleted
-        }
-        part.index.load_index(str(graph), max_elements=max(1024, len(part.ids)))
+        part.items = Items.of(t.column("id"), t.column("metadata"))
+        dead = t.column("deleted").to_numpy(zero_copy_only=False)
+        part.deleted = set(np.flatnonzero(dead).tolist())
+        part.index.load_index(str(graph), max_elements=max(1024, len(part.items)))
         part.index.set_ef(spec.ef_search)
         if not mirror:
             return part
         rows = part.index.get_max_elements()
-        saved = Int8Mirror.load(graph.parent / int8.FILE, len(part.ids), spec.dim, rows)
+        saved = Int8Mirror.load(graph.parent / int8.FILE, len(part.items), spec.dim, rows)
         if saved is not None:
             part.int8 = saved
             return part
         part.int8 = Int8Mirror(spec.dim, rows)
-        live = np.array([i for i in range(len(part.ids)) if i not in part.deleted], dtype=np.int64)
+        live = np.array(
+            [i for i in range(len(part.items)) if i not in part.deleted], dtype=np.int64
+        )
         for start in range(0, live.size, 8192):
             chunk = live[start : start + 8192]
             part._mirror(chunk, part.vectors_of(chunk))
