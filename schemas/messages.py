@@ -54,6 +54,13 @@ class HealthReply(Message):
         description="Port of the process's Prometheus /metrics (None: not exported).",
         examples=[40123],
     )
+    details: dict[str, str | Int] = Field(
+        default_factory=dict,
+        description="Facts particular to the worker kind; an embed worker: provider, model, "
+        "device (cuda or cpu), max_tokens, threads. Empty for the other kinds (and in replies "
+        "from versions before it existed).",
+        examples=[{"provider": "local", "model": "all-MiniLM-L6-v2", "device": "cuda"}],
+    )
 
 
 class DeadLetter(Message):

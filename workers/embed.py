@@ -23,7 +23,7 @@ from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import parse
 from lakehouse.platform.runtime import Consume, Serve, Worker
 from lakehouse.vectors import batches
-from lakehouse.vectors.embedding import Provider, load_provider
+from lakehouse.vectors.embedding import Provider, describe, load_provider
 from lakehouse.vectors.indexes import get_index
 from schemas import subjects as S
 from schemas.vectors import EmbedRequest, EmbedText
@@ -54,7 +54,14 @@ class EmbedWorker(Worker):
     async def setup(self) -> None:
         self.provider: Provider = await asyncio.to_thread(load_provider, self.rt.settings)
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.model_lock = asyncio.Lock()  # one model call at a time; it uses every core
+        # One model call at a time: it uses embed.threads cores (default: every core).
+        self.model_lock = asyncio.Lock()
+        log.info("embedding model loaded", extra=describe(self.provider))
+
+    def health_details(self) -> dict[str, str | int]:
+        """Provider, model and, for the local model, device (cuda or cpu), max_tokens and
+        threads (health pings are answered only after :meth:`setup` loaded the model)."""
+        return describe(self.provider)
 
     def model(self, texts: list[str]) -> np.ndarray:
         faults.fail_on(self.rt.settings, texts)

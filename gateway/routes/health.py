@@ -46,7 +46,10 @@ class NatsInfo(BaseModel):
 
 class WorkerKindHealth(BaseModel):
     replicas: int = Field(description="Live replicas that answered the ping.", examples=[1])
-    instances: list[dict[str, Any]] = Field(description="Each replica's health reply.")
+    instances: list[dict[str, Any]] = Field(
+        description="Each replica's health reply; `details` holds facts particular to the kind "
+        "(an embed worker's provider, model, device — cuda or cpu —, max_tokens and threads)."
+    )
 
 
 class Health(BaseModel):
@@ -78,7 +81,29 @@ EXAMPLE = {
         "tls": False,
     },
     "nats": {"connected": True, "url": "nats://127.0.0.1:4222"},
-    "workers": {"ingest": {"replicas": 1, "instances": []}},
+    "workers": {
+        "ingest": {"replicas": 1, "instances": []},
+        "embed": {
+            "replicas": 1,
+            "instances": [
+                {
+                    "instance": "embed-4121-a1b2c3",
+                    "pid": 4121,
+                    "started_at": "2026-01-01T00:00:01+00:00",
+                    "in_flight": 0,
+                    "handled": 42,
+                    "metrics_port": 40123,
+                    "details": {
+                        "provider": "local",
+                        "model": "all-MiniLM-L6-v2",
+                        "device": "cuda",
+                        "max_tokens": 256,
+                        "threads": 16,
+                    },
+                }
+            ],
+        },
+    },
 }
 
 

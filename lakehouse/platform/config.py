@@ -221,6 +221,21 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(64, description="Texts per model call.")
     cache_size: int = Field(10_000, description="Query embeddings kept in the LRU cache.")
     timeout: float = Field(60.0, description="Seconds before a provider call fails.")
+    max_tokens: int = Field(
+        256,
+        ge=16,
+        le=512,
+        description="local provider: texts are truncated to this many tokens (special tokens "
+        "included). MiniLM was trained on 128-token inputs; 512 is its position limit.",
+    )
+    threads: int = Field(
+        0, ge=0, description="local provider: onnxruntime intra-op threads (0: all cores)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="local provider: auto (CUDA when onnxruntime offers it, else CPU), cpu, or "
+        "cuda (an error at load when onnxruntime has no CUDA: pip install '.[gpu]').",
+    )
 
 
 class VectorSettings(BaseModel):

@@ -101,6 +101,10 @@ class Worker:
     async def dead_lettered(self, msg: Msg, failure: Permanent) -> None:
         """Called after a message was dead-lettered (e.g. to mark its job failed)."""
 
+    def health_details(self) -> dict[str, str | int]:
+        """Facts particular to this kind for its health reply (``/health`` shows them)."""
+        return {}
+
 
 class Runtime:
     def __init__(self, settings: Settings, worker_cls: type[Worker], *, burst: bool = False):
@@ -446,6 +450,7 @@ class Runtime:
             in_flight=self.in_flight,
             handled=sum(self.outcomes.values()),
             metrics_port=self.metrics_port,
+            details=self.worker.health_details(),
         )
         if msg.reply:
             await _quietly(msg.respond(reply.model_dump_json().encode()))

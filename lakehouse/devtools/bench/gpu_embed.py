@@ -1,9 +1,10 @@
 """The auto-embed workload's model part on the machine it runs on: the packaged MiniLM over
 generated staffing rows rendered with the benchmark's full-resume template, CUDA when
-onnxruntime offers it, else every CPU core. Prints texts/s and the 500K extrapolation.
+onnxruntime offers it (``--device``), else every CPU core (``--threads``). Prints texts/s and
+the 500K extrapolation.
 
     python -m lakehouse.devtools.bench.gpu_embed [--rows 20000] [--seconds 120] \
-        [--model F --tokenizer F]
+        [--max-tokens 256] [--threads 0] [--device auto|cpu|cuda] [--model F --tokenizer F]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from lakehouse.devtools.datagen import COLUMNS, iter_rows
+from lakehouse.platform.config import EmbedSettings
 from lakehouse.vectors.embedding.local import LocalProvider
 
 TEMPLATE = (
@@ -28,12 +30,22 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=EmbedSettings().max_tokens)
+    ap.add_argument("--threads", type=int, default=0, help="0: all cores")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--model")
     ap.add_argument("--tokenizer")
     ap.add_argument("--json")
     args = ap.parse_args()
     texts = [TEMPLATE.format_map(dict(zip(COLUMNS, r, strict=True))) for r in iter_rows(args.rows)]
-    provider = LocalProvider(None, model=args.model, tokenizer=args.tokenizer)
+    provider = LocalProvider(
+        None,
+        model=args.model,
+        tokenizer=args.tokenizer,
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+        device=args.device,
+    )
     t = time.perf_counter()
     provider.embed(texts[: args.batch])  # warm-up, and a first rate to size the run
     probe = args.batch / (time.perf_counter() - t)
@@ -47,7 +59,10 @@ def main() -> None:
     rate = n / took
     out = {
         "providers": provider.providers,
+        "device": provider.device,
         "cpus": os.cpu_count(),
+        "threads": provider.threads,
+        "max_tokens": provider.max_tokens,
         "texts": n,
         "seconds": round(took, 2),
         "texts_per_s": round(rate, 1),

@@ -1,7 +1,9 @@
 """Embedding providers. A provider turns texts into L2-normalized float32 vectors.
 
 Adding a provider touches one file: write a module here with a class that has ``name``,
-``model``, ``dim`` and ``embed(texts) -> np.ndarray``, and add it to :data:`PROVIDERS`.
+``model``, ``dim`` and ``embed(texts) -> np.ndarray``, and add it to :data:`PROVIDERS`. A
+provider that runs a model in this process also has ``device`` ("cuda" or "cpu"), and may have
+``max_tokens`` and ``threads``: :func:`describe` reports them (the embed worker's health).
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ def load_provider(settings: Settings) -> Provider:
     cls = getattr(importlib.import_module(module), attr)
     provider: Provider = cls(settings)
     return provider
+
+
+def describe(provider: Provider) -> dict[str, str | int]:
+    """Provider, model and the optional ``device``, ``max_tokens`` and ``threads`` of
+    ``provider``: what an embed worker reports in its health reply."""
+    out: dict[str, str | int] = {"provider": provider.name, "model": provider.model}
+    for key in ("device", "max_tokens", "threads"):
+        value = getattr(provider, key, None)
+        if isinstance(value, str | int):
+            out[key] = value
+    return out
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
