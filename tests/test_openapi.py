@@ -53,7 +53,7 @@ def test_schemathesis_default_checks_pass_against_a_live_stack(
         str(CONFIG),
         "run",
         f"{stack.base}/openapi.json",
-        "--max-examples=30",
+        "--max-examples=20",
         "--workers=1",
         f"--seed={SEED}",
         "--request-timeout=30",

@@ -62,7 +62,7 @@ class Size:
     partitions: int = 4
 
 
-QUICK = Size(vectors=5_000, rows=5_000, seconds=1.0, clients=(1, 8))
+QUICK = Size(vectors=5_000, rows=5_000, seconds=0.5, clients=(1, 8))
 FULL = Size(vectors=200_000, rows=100_000, seconds=10.0, clients=(1, 8, 32))
 
 SQL = (
