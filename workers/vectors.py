@@ -434,7 +434,8 @@ class VectorWorker(Worker):
                 batcher = self.batchers.get(index)
                 if batcher is None:
                     batcher = self.batchers[index] = Batcher(
-                        functools.partial(self.search_batch, index)
+                        functools.partial(self.search_batch, index),
+                        most=self.rt.settings.vectors.search_batch,
                     )
                 replies = await batcher.submit(Query(query, req.k, req.ef))
         # Dumped by hand: pydantic's model_dump of every hit costs more than the search.

@@ -244,6 +244,14 @@ class VectorSettings(BaseModel):
     lease_ttl: float = Field(5.0, description="Seconds a partition lease lives unrenewed.")
     add_chunk: int = Field(256, description="Vectors per locked add (searches interleave).")
     search_timeout: float = Field(2.0, description="Scatter/gather deadline in seconds.")
+    search_batch: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Unfiltered searches of one index a vector worker answers together at most "
+        "(those that arrived while the previous batch ran: one knn_query per partition for "
+        "all of them); 1: each search alone.",
+    )
     threads: int = Field(0, description="hnswlib threads (0: all cores).")
     int8_mirror: bool | Literal["auto"] = Field(
         "auto",
