@@ -35,17 +35,17 @@ def test_chance_is_what_random_rows_would_score() -> None:
 
 
 def test_the_model_finds_the_expected_roles_far_above_chance() -> None:
-    q = evaluate(200, 128, threads=0, device="cpu")
-    assert q.queries == len(QUERIES) >= 20 and q.rows == 200
+    q = evaluate(120, 128, threads=0, device="cpu")
+    assert q.queries == len(QUERIES) >= 20 and q.rows == 120
     assert 0.0 <= q.recall <= 1.0 and 0.0 <= q.precision_at_5 <= 1.0
     assert len(q.misses) == round(q.queries * (1 - q.recall))
-    # Five of these 200 rows drawn at random hold an expected role for ~25% of the queries
+    # Five of these 120 rows drawn at random hold an expected role for ~25% of the queries
     # (q.chance_recall, from the role counts), and ~6% of random top-5 rows have one
     # (q.chance_precision). Two queries have no row of their role at this size (HVAC,
     # plumbing: ~1.5% of rows each), so 28/30 is the ceiling; the model scored 28/30 and
-    # precision@5 0.82 when this was written. The floors, twice chance and at least 0.5 / 0.4,
-    # fail only if the ranking stops carrying meaning (a broken tokenizer, pooling or
-    # normalization), never on a rounding difference between machines.
+    # precision@5 0.74 when this was written (0.82 at 200 rows). The floors, twice chance and
+    # at least 0.5 / 0.4, fail only if the ranking stops carrying meaning (a broken tokenizer,
+    # pooling or normalization), never on a rounding difference between machines.
     assert q.answerable == 28
     assert q.recall >= max(0.5, 2 * q.chance_recall), q
     assert q.precision_at_5 >= max(0.4, 2 * q.chance_precision), q

@@ -228,7 +228,7 @@ def staffing_text(row: list[str]) -> str:
 
 @pytest.mark.slow
 def test_semantic_search_over_generated_staffing_set(stack: Stack) -> None:
-    rows = list(iter_rows(1000, seed=5))
+    rows = list(iter_rows(500, seed=5))
     with stack.client(timeout=300) as c:
         name = new_index(c, 384)
         for i in range(0, len(rows), 250):
