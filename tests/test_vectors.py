@@ -21,6 +21,7 @@ from lakehouse.vectors.batches import encode, partition_of
 from lakehouse.vectors.idsets import query
 from schemas import subjects as S
 from schemas.messages import DeadLetter
+from schemas.vectors import SearchRequest
 
 pytestmark = pytest.mark.stack(kinds=("embed", "vectors"), shared=True)
 
@@ -299,3 +300,27 @@ async def test_concurrent_searches_are_answered_together_each_as_if_alone(stack:
     count = next(float(ln.split()[-1]) for ln in lines if "_batch_size_count" in ln)
     total = next(float(ln.split()[-1]) for ln in lines if "_batch_size_sum" in ln)
     assert total == 128 and count < 128, lines  # 64 together and 64 alone, fewer batches
+
+
+async def test_direct_json_search_with_allowed_ids_answers_only_among_them(stack: Stack) -> None:
+    """The JSON form of a search (direct NATS publishers) with ``allowed_ids``: the hits are
+    the exact nearest among those ids only."""
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((300, 8), dtype=np.float32)
+    with stack.client(timeout=60) as c:
+        name = new_index(c, 8, partitions=2)
+        add_vectors(c, name, data)
+        wait_count(c, name, 300)
+    allowed = [f"v{i}" for i in range(0, 300, 7)]
+    q = rng.standard_normal(8, dtype=np.float32)
+    req = SearchRequest(vector=q.tolist(), k=3, allowed_ids=allowed)
+    nc = await nats.connect(stack.nats_url)
+    try:
+        msg = await nc.request(S.search(name), req.model_dump_json().encode(), timeout=10)
+    finally:
+        await nc.close()
+    hits = sorted((h["distance"], h["id"]) for p in json.loads(msg.data) for h in p["hits"])
+    rows = data[[int(i[1:]) for i in allowed]]
+    cos = rows @ q / np.linalg.norm(rows, axis=1) / np.linalg.norm(q)
+    want = [allowed[i] for i in np.argsort(-cos)[:3]]
+    assert [i for _, i in hits[:3]] == want

@@ -427,8 +427,12 @@ class VectorWorker(Worker):
                     self.pool, self.search_filtered, mine, query, req, groups, digest
                 )
             elif req.allowed_ids is not None:
+                allowed = req.allowed_ids
                 replies = await asyncio.gather(
-                    *(loop.run_in_executor(self.pool, self.search_one, o, query, req) for o in mine)
+                    *(
+                        loop.run_in_executor(self.pool, self.search_allowed, o, query, req, allowed)
+                        for o in mine
+                    )
                 )
             else:
                 batcher = self.batchers.get(index)
@@ -473,12 +477,12 @@ class VectorWorker(Worker):
         hits = owned.part.search_many(queries, k, ef)
         return hits, (time.perf_counter() - started) * 1000
 
-    def search_one(self, owned: Owned, query: np.ndarray, req: SearchRequest) -> PartitionReply:
+    def search_allowed(
+        self, owned: Owned, query: np.ndarray, req: SearchRequest, allowed: list[str]
+    ) -> PartitionReply:
+        """A JSON request's search among ``allowed`` ids (``SearchRequest.allowed_ids``)."""
         started = time.perf_counter()
-        if req.allowed_ids is not None:
-            hits = owned.part.search_subset(query, req.allowed_ids, req.k, ef=req.ef)
-        else:
-            hits = owned.part.search(query, req.k, req.ef)
+        hits = owned.part.search_subset(query, allowed, req.k, ef=req.ef)
         return self.reply(owned, hits, (time.perf_counter() - started) * 1000)
 
     def search_filtered(

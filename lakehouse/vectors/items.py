@@ -125,6 +125,11 @@ class Items:
     # ---- lookups -----------------------------------------------------------------------
     def find(self, ids: Sequence[str]) -> np.ndarray:
         """The label of each id, -1 for ids never assigned."""
+        return self._lookup(ids)[0]
+
+    def _lookup(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The label of each id (-1: never assigned), its hash, and whether some id already
+        holds that hash (``assign`` sends a new id with a known hash to ``overflow``)."""
         n = len(ids)
         hashes = np.fromiter(map(_hash, ids), dtype=np.int64, count=n)
         out = np.full(n, -1, dtype=np.int64)
@@ -139,18 +144,19 @@ class Items:
                 label = get(int(hashes[i]))
                 if label is not None:
                     out[i] = label
-        found = np.flatnonzero(out >= 0)
+        known = out >= 0
+        found = np.flatnonzero(known)
         if found.size:  # confirm against the stored ids
             stored = self.strings.arrow().take(pa.array(out[found]))
             given = pa.array([ids[i] for i in found.tolist()], type=pa.large_string())
             same = pc.equal(stored, given).to_numpy(zero_copy_only=False)
             for i in found[~same].tolist():  # a hash shared with another id
                 out[i] = self.overflow.get(ids[i], -1)
-        return out
+        return out, hashes, known
 
     def assign(self, ids: Sequence[str]) -> np.ndarray:
         """The label of each id; ids never seen get the next labels, in order (writer)."""
-        labels = self.find(ids)
+        labels, hashes, known = self._lookup(ids)
         new = np.flatnonzero(labels < 0).tolist()
         if not new:
             return labels
@@ -163,21 +169,13 @@ class Items:
             if label is None:
                 label = fresh[item_id] = n + len(encoded)
                 encoded.append(item_id.encode())
+                h = int(hashes[i])
+                if known[i] or h in self.pending:  # another id holds this hash
+                    self.overflow[item_id] = label
+                else:
+                    self.pending[h] = label
             labels[i] = label
         self.strings.extend(encoded)
-        hashes = np.fromiter(map(_hash, fresh), dtype=np.int64, count=len(fresh))
-        taken = np.zeros(len(fresh), dtype=bool)
-        if self.keys.size:
-            pos = np.searchsorted(self.keys, hashes)
-            pos[pos == self.keys.size] = 0
-            taken = self.keys[pos] == hashes
-        for (item_id, label), h, clash in zip(
-            fresh.items(), hashes.tolist(), taken.tolist(), strict=True
-        ):
-            if clash or h in self.pending:
-                self.overflow[item_id] = label
-            else:
-                self.pending[h] = label
         self.ref = _grown(self.ref, len(self.strings))
         self.ref[n : len(self.strings)] = -1
         if len(self.pending) >= MERGE_AT:

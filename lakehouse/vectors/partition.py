@@ -114,13 +114,17 @@ class Partition:
     def count(self) -> int:
         return len(self.items) - len(self.deleted)
 
+    def dead(self) -> np.ndarray:
+        """Whether each label is deleted, as a mask. Call under the lock."""
+        mask = np.zeros(len(self.items), dtype=bool)
+        mask[np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))] = True
+        return mask
+
     def live_ids(self) -> list[str]:
         with self.lock.read():
             if not self.deleted:
                 return self.items.ids()
-            live = np.ones(len(self.items), dtype=bool)
-            live[np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))] = False
-            return self.items.ids(np.flatnonzero(live))
+            return self.items.ids(np.flatnonzero(~self.dead()))
 
     def memory_bytes(self) -> int:
         """hnswlib's own layout (data + level-0 links), our int8 mirror and the items."""
@@ -318,8 +322,7 @@ class Partition:
             if self.int8 is not None:
                 self.int8.save(directory / int8.FILE, len(self.items))
             ids, meta = self.items.arrow()
-            deleted = np.zeros(len(self.items), dtype=bool)
-            deleted[np.fromiter(self.deleted, dtype=np.int64, count=len(self.deleted))] = True
+            deleted = self.dead()
             seq = self.covered_seq
         pq.write_table(
             pa.table({"id": ids, "deleted": deleted, "metadata": meta}).replace_schema_metadata(
@@ -357,9 +360,7 @@ class Partition:
             part.int8 = saved
             return part
         part.int8 = Int8Mirror(spec.dim, rows)
-        live = np.array(
-            [i for i in range(len(part.items)) if i not in part.deleted], dtype=np.int64
-        )
+        live = np.flatnonzero(~dead)
         for start in range(0, live.size, 8192):
             chunk = live[start : start + 8192]
             part._mirror(chunk, part.vectors_of(chunk))
