@@ -1,19 +1,26 @@
-"""Streaming request bodies: a raw body, or the file part of a multipart form, as chunks.
+"""Streaming request bodies: a raw body, or the file part of a multipart form, as chunks;
+staging an upload for its ingest job (:func:`stage`: one object, or parts the job converts
+while the rest arrives).
 
-Nothing is buffered beyond the chunk in hand, so an upload of any size passes through in
-bounded memory. A body whose declared ``Content-Length`` is over its cap is refused before
-any of it is read (:func:`refuse_oversize`).
+Nothing is buffered beyond the chunk (or part) in hand, so an upload of any size passes
+through in bounded memory. A body whose declared ``Content-Length`` is over its cap is
+refused before any of it is read (:func:`refuse_oversize`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from lakehouse.platform import metrics
-from lakehouse.platform.errors import BadRequest, TooLarge
+from lakehouse.platform.errors import BadRequest, LakehouseError, TooLarge
+from lakehouse.platform.storage import Storage, blocks, iter_bytes, keys
 
 
 def refuse_oversize(request: Request, cap: int, limit: str = "limit") -> None:
@@ -105,3 +112,87 @@ async def upload_body(request: Request, field: str = "file") -> AsyncIterator[by
         yield data
     if part.state == "before":
         raise BadRequest(f"the multipart form has no {field!r} file part", error="invalid upload")
+
+
+class JobEnded(Exception):
+    """The job ended (it failed) while its upload was still arriving."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    key: str  # the staged CSV, or the prefix of its parts
+    parts: bool
+    size: int  # bytes stored (with parts: by the time the job was started)
+
+
+async def stage(
+    storage: Storage,
+    job_id: str,
+    chunks: AsyncIterable[bytes],
+    *,
+    cap: int,
+    part_bytes: int,
+    start: Callable[[Staged], Awaitable[None]],
+    ended: Callable[[], bool] = lambda: False,
+) -> Staged:
+    """Store an upload under ``staging/`` and have its job ``start`` as early as it can.
+
+    An upload no larger than ``part_bytes`` (or any, with 0) is one object; ``start`` is
+    called once it is stored. A larger one is stored in parts of ``part_bytes``: ``start``
+    is called once the first part is stored, so the job converts the parts while the rest
+    arrives; ``end`` follows the last part. When the upload fails after its job started,
+    ``end`` names the error (the job fails with it); the error is raised here either way and
+    nothing of a job that never started is kept. When ``ended()`` turns true while parts are
+    stored (the job failed early, e.g. on its header), the rest is read but not stored, the
+    parts are deleted and :class:`JobEnded` raised."""
+    if part_bytes <= 0:
+        key = keys.staged_csv(job_id)
+        info = await storage.put(key, chunks, max_bytes=cap, sync=False)
+        staged = Staged(key, False, info.size)
+        await start(staged)
+        return staged
+    pieces = aiter(blocks(chunks, part_bytes, cap))
+    first = await anext(pieces, b"")
+    second = await anext(pieces, None) if len(first) == part_bytes else None
+    if second is None:  # it fits in one part
+        key = keys.staged_csv(job_id)
+        info = await storage.put(key, iter_bytes(first), sync=False)
+        staged = Staged(key, False, info.size)
+        await start(staged)
+        return staged
+    prefix, started, n, size = keys.staged_parts(job_id), False, 0, 0
+    try:
+        for part in (first, second):
+            await storage.put(keys.upload_part(prefix, n), iter_bytes(part), sync=False)
+            n, size = n + 1, size + len(part)
+            if not started:
+                await start(Staged(prefix, True, size))
+                started = True
+        async for part in pieces:
+            if ended():  # read the rest unstored: a client reads its answer after sending
+                await storage.delete_prefix(prefix)
+                async for _ in pieces:
+                    pass
+                raise JobEnded(job_id)
+            await storage.put(keys.upload_part(prefix, n), iter_bytes(part), sync=False)
+            n, size = n + 1, size + len(part)
+        end = {"parts": n, "bytes": size}
+        await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(end).encode()))
+    except JobEnded:
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            if started:  # the job fails with the reason (and deletes the parts)
+                why = {"error": f"the upload failed after {size} bytes: {upload_error(exc)}"}
+                await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(why).encode()))
+            else:
+                await storage.delete_prefix(prefix)
+        raise
+    return Staged(prefix, True, size)
+
+
+def upload_error(exc: BaseException) -> str:
+    """What a job may say about its upload's failure: our own errors' text, else the type."""
+    if isinstance(exc, LakehouseError):
+        return str(exc.detail)
+    return "the client went away" if isinstance(exc, ClientDisconnect) else type(exc).__name__

@@ -77,9 +77,18 @@ class IngestRequest(Message):
         description="Also embed the rows into an index (an upsert embeds only new rows and "
         "rows whose text changed, and deletes removed keys from the index).",
     )
+    source_parts: bool = Field(
+        False,
+        description="`source_key` is the prefix (ending in `/`) of an upload still arriving: "
+        "parts `000000`, `000001`, ... in order, then `end` (JSON: `parts` and `bytes`, or "
+        "`error` when the upload failed). The job converts the parts as they land. The "
+        "gateway stages large uploads this way; other publishers send one CSV object.",
+    )
 
     @model_validator(mode="after")
     def _upsert_fields(self) -> IngestRequest:
+        if self.source_parts and not self.source_key.endswith("/"):
+            raise ValueError("source_parts needs source_key to be a prefix ending in '/'")
         if self.mode == "upsert" and self.key is None:
             raise ValueError("mode=upsert needs a key column (key)")
         if self.mode != "upsert" and (self.key is not None or self.delete_missing):

@@ -194,23 +194,23 @@ def test_fingerprint_ignores_nullability(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "the file is empty"),
-        (b"\n\r\n", "the file is empty"),
-        (b"a,,c\n1,2,3\n", "column 2 has an empty name"),
-        (b"x,y,z,w,x\n1,2,3,4,5\n", "column 'x' appears twice (columns 1 and 5)"),
-        (b'a,b\n1,2\n3,"x\ny"\n4,5,6\n', "data row 3 (line 5) has 3 fields; the header has 2"),
-        (b"a,b\n1,2\n3\n", "data row 2 (line 3) has 1 field; the header has 2"),
-        (b"a,b\n1,2\n3,\xff\n", "data row 2 (line 3) is not valid UTF-8 (column 'b')"),
-        (b"a,\xffb\n1,2\n", "the header row is not valid UTF-8 (column 2)"),
-        (b'a,b\n1,2\n3,"x\n4,5\n', "data row 2 has an unterminated quoted field in column 'b'"),
-        (b'a,b\n1,2\n3,"\n', "data row 2 has an unterminated quoted field in column 'b'"),
-        (b'a,b\n1,2\n"3,x\n4,5\n', "data row 2 (lines 3-4) has 1 field; the header has 2; it"),
-        (b'a,"b\n1,2\n', "the header row could not be parsed"),
-    ],
-)
+ERROR_CASES = [
+    (b"", "the file is empty"),
+    (b"\n\r\n", "the file is empty"),
+    (b"a,,c\n1,2,3\n", "column 2 has an empty name"),
+    (b"x,y,z,w,x\n1,2,3,4,5\n", "column 'x' appears twice (columns 1 and 5)"),
+    (b'a,b\n1,2\n3,"x\ny"\n4,5,6\n', "data row 3 (line 5) has 3 fields; the header has 2"),
+    (b"a,b\n1,2\n3\n", "data row 2 (line 3) has 1 field; the header has 2"),
+    (b"a,b\n1,2\n3,\xff\n", "data row 2 (line 3) is not valid UTF-8 (column 'b')"),
+    (b"a,\xffb\n1,2\n", "the header row is not valid UTF-8 (column 2)"),
+    (b'a,b\n1,2\n3,"x\n4,5\n', "data row 2 has an unterminated quoted field in column 'b'"),
+    (b'a,b\n1,2\n3,"\n', "data row 2 has an unterminated quoted field in column 'b'"),
+    (b'a,b\n1,2\n"3,x\n4,5\n', "data row 2 (lines 3-4) has 1 field; the header has 2; it"),
+    (b'a,"b\n1,2\n', "the header row could not be parsed"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), ERROR_CASES)
 def test_errors_name_the_row_or_column_and_leave_nothing(
     tmp_path: Path, data: bytes, message: str
 ) -> None:

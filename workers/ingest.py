@@ -13,6 +13,8 @@ registered and nothing it wrote is left in storage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import shutil
 import string
@@ -35,6 +37,7 @@ from lakehouse.platform.storage import keys
 from lakehouse.tables import catalog, merge, upserts
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
+from lakehouse.tables.growing import Growing
 from lakehouse.tables.rows import rendered
 from lakehouse.vectors import autoembed, texts
 from lakehouse.vectors.batches import publish_deletes
@@ -143,13 +146,24 @@ class IngestWorker(Worker):
                 "delete_source ignored outside staging/", extra={"source_key": req.source_key}
             )
             return
-        await self.rt.storage.delete(req.source_key)
+        if req.source_parts:
+            await self.rt.storage.delete_prefix(req.source_key)
+        else:
+            await self.rt.storage.delete(req.source_key)
 
     async def run(self, req: IngestRequest, work: Path, redelivered: bool) -> IngestResult:
         storage = self.rt.storage
-        src = storage.local_path(req.source_key)
+        follow: asyncio.Task[None] | None = None
         try:
-            if src is None or not src.exists():
+            src: Path | Growing | None
+            if req.source_parts:  # converted while it arrives; part 0 exists before the job
+                first = await self.part(req.source_key, 0, work)
+                if first is None:
+                    raise NotFound(req.source_key)
+                src = Growing(req.source_key)
+                src.add(first)
+                follow = asyncio.create_task(self.follow(req.source_key, src, work))
+            elif (src := storage.local_path(req.source_key)) is None or not src.exists():
                 src = work / "source.csv"
                 await storage.get_file(req.source_key, src)
         except NotFound:
@@ -165,7 +179,13 @@ class IngestWorker(Worker):
         now = await catalog.last_event(self.rt.js, req.name)
         cur = now.event.manifest if now is not None else None
         out = work / "data.parquet"
-        converted = await self.convert(req, src, out, hints(cur.columns) if cur else None)
+        try:
+            converted = await self.convert(req, src, out, hints(cur.columns) if cur else None)
+        finally:
+            if follow is not None:  # and a converter thread still reading stops too
+                follow.cancel()
+                assert isinstance(src, Growing)
+                src.fail(RetryLater("the job stopped"))
         columns = [ColumnSpec.model_validate(vars(c)) for c in converted.columns]
         if req.embed is not None:
             check_template(req.embed, [c.name for c in converted.columns])
@@ -407,7 +427,7 @@ class IngestWorker(Worker):
         return reply, (new[0] if new else ""), previous
 
     async def convert(
-        self, req: IngestRequest, src: Path, out: Path, types: dict[str, str] | None
+        self, req: IngestRequest, src: Path | Growing, out: Path, types: dict[str, str] | None
     ) -> Converted:
         loop = asyncio.get_running_loop()
         last = [0.0]
@@ -435,8 +455,63 @@ class IngestWorker(Worker):
                 max_columns=self.rt.settings.limits.max_csv_columns,
                 max_cell_bytes=self.rt.settings.limits.max_cell_bytes,
             )
-        except CsvError as exc:
-            raise Permanent(str(exc), status=400, error="invalid CSV") from None
+        except Exception as exc:
+            failed = src.error if isinstance(src, Growing) else None
+            if isinstance(failed, RetryLater):
+                raise failed from None
+            if failed is not None:  # pyarrow may have wrapped it
+                raise Permanent(str(failed), status=400, error="upload failed") from None
+            if isinstance(exc, CsvError):
+                raise Permanent(str(exc), status=400, error="invalid CSV") from None
+            raise
+
+    async def part(self, prefix: str, n: int, work: Path) -> Path | None:
+        """Part ``n`` of an upload staged in parts as a local file, or None while it has not
+        landed (the file backend's own file; else a copy in the job's work dir)."""
+        key = keys.upload_part(prefix, n)
+        path = self.rt.storage.local_path(key)
+        if path is not None:
+            return path if path.exists() else None
+        path = work / f"part{n:06d}"
+        try:
+            await self.rt.storage.get_file(key, path)
+        except NotFound:
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    async def follow(self, prefix: str, growing: Growing, work: Path) -> None:
+        """Feed ``growing`` the parts of an upload still arriving (see ``source_parts``), in
+        order, until its ``end``; polls storage with a growing interval (2 ms to 100 ms) and
+        fails the upload after ``ingest.upload_idle_timeout`` without a new part."""
+        storage, n = self.rt.storage, 1  # part 0 was added by run()
+        idle = self.rt.settings.ingest.upload_idle_timeout
+        since, delay = time.monotonic(), 0.002
+        try:
+            while True:
+                path = await self.part(prefix, n, work)
+                if path is not None:
+                    growing.add(path)
+                    n, since, delay = n + 1, time.monotonic(), 0.002
+                    continue
+                with contextlib.suppress(NotFound):
+                    end = json.loads(await storage.get_bytes(keys.upload_end(prefix)))
+                    if "error" in end:
+                        growing.fail(CsvError(str(end["error"])))
+                        return
+                    if end["parts"] == n:
+                        growing.finish()
+                        return
+                    continue  # part n landed after it was looked for
+                if time.monotonic() - since > idle:
+                    growing.fail(
+                        CsvError(f"no part of the upload arrived for {idle:g} s after part {n - 1}")
+                    )
+                    return
+                await asyncio.sleep(delay)  # bounded polling: the deadline is above
+                delay = min(delay * 2, 0.1)
+        except Exception as exc:  # a storage failure: the job is retried
+            growing.fail(RetryLater(f"reading the upload's parts: {exc}"))
 
     async def dead_lettered(self, msg: Msg, failure: Permanent) -> None:
         try:

@@ -1,25 +1,28 @@
-"""``POST /v1/ingest`` (stream the CSV to storage, publish an IngestRequest, wait for the job),
+"""``POST /v1/ingest`` (stream the CSV to storage, publish an IngestRequest as soon as the job
+can start: a large upload is converted while it arrives; wait for the job),
 ``GET /v1/jobs`` and ``GET /v1/jobs/{id}``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import nats.errors
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.routes import state
-from gateway.uploads import refuse_oversize, upload_body
+from gateway.uploads import JobEnded, Staged, refuse_oversize, stage, upload_body
 from lakehouse.platform import streams
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound
-from lakehouse.platform.storage import keys
 from schemas import subjects as S
 from schemas.catalog import Mode, SchemaRule
 from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobId, JobStatus
@@ -66,6 +69,28 @@ CSV_BODY = {
         },
     },
 }
+
+
+class JobWatch:
+    """A job's status updates as they are published: the latest, and whether it ended."""
+
+    def __init__(self, status: JobStatus) -> None:
+        self.status = status
+        self.ended = asyncio.Event()
+        self.sub: Subscription | None = None
+
+    async def subscribe(self, nc: NATS) -> None:
+        self.sub = await nc.subscribe(S.job(self.status.job_id), cb=self.update)
+
+    async def update(self, msg: Msg) -> None:
+        self.status = JobStatus.model_validate_json(msg.data)
+        if self.status.done:
+            self.ended.set()
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
 
 
 DOC = {n: f.description or "" for n, f in IngestRequest.model_fields.items()}
@@ -139,21 +164,19 @@ async def ingest(
     cap = st.settings.ingest.max_upload_bytes
     refuse_oversize(request, cap, "ingest limit")
     job_id = uuid.uuid4().hex
-    key = keys.staged_csv(job_id)
-    # Staged CSVs are transient (deleted once converted): no fsync on the upload path.
-    staged = await st.storage.put(key, upload_body(request), max_bytes=cap, sync=False)
-    if staged.size == 0:  # no job for an empty upload: the schema already says minLength 1
-        await st.storage.delete(key)
-        raise BadRequest("the file is empty", error="invalid CSV")
     js = nc.jetstream()
-    updates = await nc.subscribe(S.job(job_id))  # before publishing: no update can be missed
-    try:
-        queued = JobStatus(job_id=job_id, state="queued", updated_at=datetime.now(UTC))
-        await js.publish(S.job(job_id), queued.model_dump_json().encode())
+    watch = JobWatch(JobStatus(job_id=job_id, state="queued", updated_at=datetime.now(UTC)))
+
+    async def start(staged: Staged) -> None:
+        if not staged.parts and staged.size == 0:  # no job: the schema says minLength 1
+            await st.storage.delete(staged.key)
+            raise BadRequest("the file is empty", error="invalid CSV")
+        await watch.subscribe(nc)  # before publishing: no update can be missed
         req = IngestRequest(
             job_id=job_id,
             name=name,
-            source_key=key,
+            source_key=staged.key,
+            source_parts=staged.parts,
             mode=mode,
             key=key_column,
             delete_missing=delete_missing,
@@ -161,29 +184,34 @@ async def ingest(
             delete_source=True,
             embed=embed,
         )
-        await js.publish(
-            S.INGEST_REQUESTS, req.model_dump_json().encode(), headers={"Nats-Msg-Id": job_id}
-        )
-    except Exception:
-        await updates.unsubscribe()
-        await st.storage.delete(key)
-        raise
-    status = queued
+        try:
+            await js.publish(S.job(job_id), watch.status.model_dump_json().encode())
+            await js.publish(
+                S.INGEST_REQUESTS, req.model_dump_json().encode(), headers={"Nats-Msg-Id": job_id}
+            )
+        except Exception:
+            if not staged.parts:  # parts are deleted by stage()
+                await st.storage.delete(staged.key)
+            raise
+
     try:
-        deadline = asyncio.get_running_loop().time() + (
-            st.settings.ingest.wait if wait is None else wait
+        await stage(
+            st.storage,
+            job_id,
+            upload_body(request),
+            cap=cap,
+            part_bytes=st.settings.ingest.part_bytes,
+            start=start,
+            ended=watch.ended.is_set,
         )
-        while not status.done:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            try:
-                msg = await updates.next_msg(timeout=left)
-            except (nats.errors.TimeoutError, TimeoutError):
-                break
-            status = JobStatus.model_validate_json(msg.data)
+        timeout = st.settings.ingest.wait if wait is None else wait
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.ended.wait(), timeout)
+    except JobEnded:
+        pass  # it failed while the upload was arriving: answer with its error now
     finally:
-        await updates.unsubscribe()
+        await watch.close()
+    status = watch.status
     if status.state == "succeeded" and status.result is not None:
         st.saw_catalog_seq(status.result.catalog_seq)
         return Response(status.result.model_dump_json(), media_type="application/json")

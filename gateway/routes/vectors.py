@@ -233,8 +233,7 @@ async def delete_index(name: IndexName, st: State = Depends(state)) -> dict[str,
     tomb = spec.model_copy(update={"deleted": True})
     await js.publish(S.index_def(name), tomb.model_dump_json().encode())
     await js.purge_stream(S.STREAM_VECTORS, subject=f"{S.VECTORS_PREFIX}.{name}.>")
-    for obj in (await st.storage.list(keys.index_snapshots(name))).objects:
-        await st.storage.delete(obj.key)
+    await st.storage.delete_prefix(keys.index_snapshots(name))
     return {"name": name, "deleted": True}
 
 

@@ -177,6 +177,18 @@ class IngestSettings(BaseModel):
     max_upload_bytes: int = Field(4 * GiB, description="Largest POST /v1/ingest body (413).")
     wait: float = Field(120.0, description="Seconds /v1/ingest waits before answering 202.")
     sample_rows: int = Field(1000, description="Rows sampled for schema inference.")
+    part_bytes: int = Field(
+        8 << 20,
+        ge=0,
+        description="A larger upload is staged in parts of this size and converted while it "
+        "arrives; 0: the whole upload is staged before its job starts.",
+    )
+    upload_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a job waits for the next part of an upload still arriving "
+        "before it fails (the gateway receiving it stopped).",
+    )
 
 
 class CatalogSettings(BaseModel):

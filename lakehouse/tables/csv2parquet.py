@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import uuid
@@ -36,12 +37,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from lakehouse.tables.growing import Growing
 
 ARROW_TYPES: dict[str, Any] = dict(
     int64=pa.int64(), float64=pa.float64(), bool=pa.bool_(), string=pa.string()
@@ -103,7 +106,7 @@ def fingerprint(columns: Sequence[tuple[str, str]]) -> str:
 
 
 def convert(
-    src: Path,
+    src: Path | Growing,
     dst: Path,
     *,
     sample_rows: int = 1000,
@@ -115,6 +118,7 @@ def convert(
 ) -> Converted:
     """Stream CSV file src into Parquet file dst in bounded memory.
 
+    ``src`` is a file, or an upload still arriving (:class:`Growing`: read as its parts land).
     Raises CsvError for bad input (and when src cannot be read); ValueError for bad arguments.
     ``progress(rows_so_far)`` is called after each parsed block with a strictly increasing count.
     ``hints`` (column -> type, e.g. an existing dataset's) are the least types of those columns:
@@ -131,7 +135,8 @@ def convert(
         supported = False
     if not supported:
         raise ValueError(f"unsupported parquet compression {compression!r}")
-    src, dst = Path(src), Path(dst)
+    src = src if isinstance(src, Growing) else Path(src)
+    dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp")
     reported = 0
 
@@ -146,7 +151,8 @@ def convert(
         _check_header(names, max_columns, max_cell_bytes)
         source: Any = src  # what pyarrow reads: the file, or a header-only file's bytes
         if header_only:  # pyarrow needs a line end after the header; nothing else to parse
-            source = pa.py_buffer(src.read_bytes() + b"\n")
+            with _open(src) as f:
+                source = pa.py_buffer(f.read() + b"\n")
         types: dict[str, str] = {}
         options: dict[str, Any] = {}  # for the parquet writer
         widened: list[str] = []
@@ -186,10 +192,23 @@ def convert(
     return Converted(columns, digest, rows, dst.stat().st_size, widened)
 
 
-def _read_header(src: Path) -> tuple[list[str], bool]:
+def _open(src: Path | Growing) -> BinaryIO:
+    return cast(BinaryIO, src.open()) if isinstance(src, Growing) else open(src, "rb")
+
+
+def _text(src: Path | Growing) -> TextIO:
+    """``src`` as text; surrogateescape: a bad byte must not fail the read itself."""
+    return io.TextIOWrapper(_open(src), encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _size(src: Path | Growing) -> int:
+    return src.size() if isinstance(src, Growing) else src.stat().st_size
+
+
+def _read_header(src: Path | Growing) -> tuple[list[str], bool]:
     """The column names, and whether nothing but line ends follows them."""
     try:  # surrogateescape: a bad byte after the header must not fail the header read
-        with open(src, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        with _text(src) as f:
             names = next((row for row in csv.reader(f, strict=True) if row), None)
             rest = "\n"
             while rest and not rest.strip("\r\n"):  # the reader stopped just past the header
@@ -199,7 +218,7 @@ def _read_header(src: Path) -> tuple[list[str], bool]:
     except OSError as exc:
         raise CsvError(f"cannot read {src}: {exc.strerror or exc}") from exc
     if names is None:
-        raise CsvError("the file is empty" + (" (only blank lines)" if src.stat().st_size else ""))
+        raise CsvError("the file is empty" + (" (only blank lines)" if _size(src) else ""))
     seen: dict[str, int] = {}
     for i, name in enumerate(names, 1):
         if _UNDECODABLE.search(name):
@@ -247,7 +266,12 @@ def _check_cells(batch: Any, rows: int, limit: int) -> None:
 
 def _batches(src: Any, names: list[str], block: int) -> Iterator[Any]:
     """Record batches, every column a string (UTF-8 checked by pyarrow); empty cells are null.
-    ``src`` is the CSV's path, or its bytes (a pyarrow Buffer) when it is only a header."""
+    ``src`` is the CSV's path, an upload still arriving, or its bytes (a pyarrow Buffer) when
+    it is only a header."""
+    if isinstance(src, Growing):
+        with src.open() as f:
+            yield from _batches(f, names, block)
+        return
     reader = pacsv.open_csv(
         pa.BufferReader(src) if isinstance(src, pa.Buffer) else src,
         read_options=pacsv.ReadOptions(block_size=block, use_threads=True),
@@ -390,15 +414,15 @@ def _write(
     return nullable, rows, None if last is None else last.encode()
 
 
-def _check_closed(src: Path, last: bytes, rows: int, column: str) -> None:
+def _check_closed(src: Path | Growing, last: bytes, rows: int, column: str) -> None:
     """pyarrow accepts an unterminated quote at end of file (the rest of the file becomes one
     value of the last row). Catch it: the file then ends with '"' + the value, quotes doubled,
     and the opening quote starts a field."""
     tail = b'"' + last.replace(b'"', b'""')
-    at = src.stat().st_size - len(tail)  # where the opening quote would be
+    at = _size(src) - len(tail)  # where the opening quote would be
     if at < 1:
         return
-    with open(src, "rb") as f:
+    with _open(src) as f:
         f.seek(at - 1)
         if f.read(1) not in (b",", b"\n", b"\r") or f.read() != tail:
             return
@@ -410,13 +434,13 @@ def _check_closed(src: Path, last: bytes, rows: int, column: str) -> None:
     )
 
 
-def _diagnose(src: Path, names: list[str]) -> str | None:
+def _diagnose(src: Path | Growing, names: list[str]) -> str | None:
     """Slow, exact pass with the stdlib csv module, run only after pyarrow rejected the file:
     find the first row with the wrong number of fields or with invalid UTF-8."""
     old_limit = csv.field_size_limit(1 << 30)
     count, line, ncols = 0, 0, len(names)  # count: data rows so far
     try:
-        with open(src, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        with _text(src) as f:
             reader = csv.reader(f)
             next(row for row in reader if row)  # the header
             line = reader.line_num

@@ -125,6 +125,16 @@ class Storage(abc.ABC):
             return False
         return True
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (listing again until none is left); returns
+        how many were deleted."""
+        deleted = 0
+        while objects := (await self.list(prefix)).objects:
+            for obj in objects:
+                await self.delete(obj.key)
+            deleted += len(objects)
+        return deleted
+
     async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         return await self.put(key, iter_bytes(data))
 

@@ -10,7 +10,9 @@ DATASETS = "datasets/"
 """Parquet data objects: ``datasets/<name>/<fingerprint>/<sha256>.parquet``; an upsert's delete
 sets: ``datasets/<name>/_deletes/<sha256>.parquet``."""
 STAGING = "staging/"
-"""Uploaded CSVs waiting for an ingest worker: ``staging/<job>.csv`` (deleted after)."""
+"""Uploaded CSVs waiting for an ingest worker: ``staging/<job>.csv``, or a large upload still
+arriving: ``staging/<job>.parts/`` holding ``000000``, ``000001``, ... and ``end`` (deleted
+after)."""
 MANIFESTS = "_catalog/manifests/"
 """Each dataset's current manifest mirrored as Parquet (``lakehouse catalog restore``)."""
 VECTORS = "_vectors/"
@@ -33,6 +35,20 @@ def delete_set(dataset: str, digest: str) -> str:
 
 def staged_csv(job_id: str) -> str:
     return f"{STAGING}{job_id}.csv"
+
+
+def staged_parts(job_id: str) -> str:
+    """The prefix of an upload staged in parts (see :func:`upload_part`, :func:`upload_end`)."""
+    return f"{STAGING}{job_id}.parts/"
+
+
+def upload_part(prefix: str, n: int) -> str:
+    return f"{prefix}{n:06d}"
+
+
+def upload_end(prefix: str) -> str:
+    """Written after the last part: JSON ``{"parts": n, "bytes": total}`` or ``{"error": ...}``."""
+    return f"{prefix}end"
 
 
 def manifest(dataset: str) -> str:
