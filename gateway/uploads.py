@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from lakehouse.platform import metrics
 from lakehouse.platform.errors import BadRequest, LakehouseError, TooLarge
-from lakehouse.platform.storage import Storage, blocks, iter_bytes, keys
+from lakehouse.platform.storage import Storage, iter_bytes, keys
 
 
 def refuse_oversize(request: Request, cap: int, limit: str = "limit") -> None:
@@ -151,44 +151,73 @@ async def stage(
         staged = Staged(key, False, info.size)
         await start(staged)
         return staged
-    pieces = aiter(blocks(chunks, part_bytes, cap))
-    first = await anext(pieces, b"")
-    second = await anext(pieces, None) if len(first) == part_bytes else None
-    if second is None:  # it fits in one part
+    cut = _Cutter(chunks, cap)
+    first = b"".join([chunk async for chunk in cut.part(part_bytes)])  # decides which
+    if not await cut.more():  # it fits in one part
         key = keys.staged_csv(job_id)
         info = await storage.put(key, iter_bytes(first), sync=False)
         staged = Staged(key, False, info.size)
         await start(staged)
         return staged
-    prefix, started, n, size = keys.staged_parts(job_id), False, 0, 0
+    prefix, started, n = keys.staged_parts(job_id), False, 0
     try:
-        for part in (first, second):
-            await storage.put(keys.upload_part(prefix, n), iter_bytes(part), sync=False)
-            n, size = n + 1, size + len(part)
-            if not started:
-                await start(Staged(prefix, True, size))
-                started = True
-        async for part in pieces:
+        await storage.put(keys.upload_part(prefix, 0), iter_bytes(first), sync=False)
+        del first
+        await start(Staged(prefix, True, cut.total))
+        started, n = True, 1
+        while await cut.more():
             if ended():  # read the rest unstored: a client reads its answer after sending
                 await storage.delete_prefix(prefix)
-                async for _ in pieces:
-                    pass
+                while await cut.more():
+                    async for _ in cut.part(part_bytes):
+                        pass
                 raise JobEnded(job_id)
-            await storage.put(keys.upload_part(prefix, n), iter_bytes(part), sync=False)
-            n, size = n + 1, size + len(part)
-        end = {"parts": n, "bytes": size}
+            await storage.put(keys.upload_part(prefix, n), cut.part(part_bytes), sync=False)
+            n += 1
+        end = {"parts": n, "bytes": cut.total}
         await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(end).encode()))
     except JobEnded:
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
             if started:  # the job fails with the reason (and deletes the parts)
-                why = {"error": f"the upload failed after {size} bytes: {upload_error(exc)}"}
+                why = {"error": f"the upload failed after {cut.total} bytes: {upload_error(exc)}"}
                 await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(why).encode()))
             else:
                 await storage.delete_prefix(prefix)
         raise
-    return Staged(prefix, True, size)
+    return Staged(prefix, True, cut.total)
+
+
+class _Cutter:
+    """A streamed body cut into parts that stream too (only the chunk in hand is held);
+    TooLarge as soon as more than ``cap`` bytes arrived."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], cap: int) -> None:
+        self.chunks = aiter(chunks)
+        self.cap = cap
+        self.carry = b""
+        self.total = 0  # bytes received
+
+    async def more(self) -> bool:
+        """Whether any byte is left (reads the next chunk when none is in hand)."""
+        while not self.carry:
+            chunk = await anext(self.chunks, None)
+            if chunk is None:
+                return False
+            self.total += len(chunk)
+            if self.total > self.cap:
+                raise TooLarge(f"body exceeds the {self.cap}-byte limit")
+            self.carry = chunk
+        return True
+
+    async def part(self, size: int) -> AsyncIterator[bytes]:
+        """The next ``size`` bytes (fewer at the end of the body), as they arrive."""
+        left = size
+        while left and await self.more():
+            chunk, self.carry = self.carry[:left], self.carry[left:]
+            left -= len(chunk)
+            yield chunk
 
 
 def upload_error(exc: BaseException) -> str:
