@@ -8,6 +8,7 @@ parts stop arriving (the job fails after ``ingest.upload_idle_timeout``)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -129,7 +130,7 @@ def test_over_the_cap_after_the_job_started_is_413_and_the_job_fails(stack: Stac
         def failed() -> dict[str, Any] | None:
             for j in c.get("/v1/jobs", params={"limit": 5}).json()["jobs"]:
                 if j["state"] == "failed" and "upload failed" in j["error"]["detail"]:
-                    return j  # type: ignore[no-any-return]
+                    return j
             return None
 
         job = wait_until(failed, timeout=30, interval=0.1, what="the job to fail")
@@ -150,21 +151,24 @@ async def test_a_direct_publisher_streams_parts_and_a_stalled_upload_fails(
         return JobStatus.model_validate_json(msg.data).done
 
     body = resumes(3000)
+
+    async def begin(job: str) -> asyncio.Task[Msg]:
+        """Part 0 stored, then the request published (as the gateway does); the job's end."""
+        prefix = keys.staged_parts(job)
+        await harness.storage.put_bytes(keys.upload_part(prefix, 0), body[:50_000])
+        done = await harness.expect(S.job(job), final, timeout=30)
+        request = IngestRequest(
+            job_id=job, name=job, source_key=prefix, source_parts=True, delete_source=True
+        )
+        await harness.publish(S.INGEST_REQUESTS, request, msg_id=job)
+        return done
+
     async with (
         harness.worker("catalog"),
         harness.worker("ingest", ingest={"upload_idle_timeout": 1.0}),
     ):
+        done = await begin("streamed")
         prefix = keys.staged_parts("streamed")
-        await harness.storage.put_bytes(keys.upload_part(prefix, 0), body[:50_000])
-        done = await harness.expect(S.job("streamed"), final, timeout=30)
-        request = IngestRequest(
-            job_id="streamed",
-            name="streamed",
-            source_key=prefix,
-            source_parts=True,
-            delete_source=True,
-        )
-        await harness.publish(S.INGEST_REQUESTS, request, msg_id="streamed")
         await harness.storage.put_bytes(keys.upload_part(prefix, 1), body[50_000:])
         await harness.storage.put_bytes(
             keys.upload_end(prefix), f'{{"parts": 2, "bytes": {len(body)}}}'.encode()
@@ -173,18 +177,7 @@ async def test_a_direct_publisher_streams_parts_and_a_stalled_upload_fails(
         assert status.state == "succeeded", status.error
         assert status.result is not None and status.result.row_count == 3000
 
-        prefix = keys.staged_parts("stalled")
-        await harness.storage.put_bytes(keys.upload_part(prefix, 0), body[:50_000])
-        done = await harness.expect(S.job("stalled"), final, timeout=30)
-        request = IngestRequest(
-            job_id="stalled",
-            name="stalled",
-            source_key=prefix,
-            source_parts=True,
-            delete_source=True,
-        )
-        await harness.publish(S.INGEST_REQUESTS, request, msg_id="stalled")
-        status = JobStatus.model_validate_json((await done).data)
+        status = JobStatus.model_validate_json((await (await begin("stalled"))).data)
         assert status.state == "failed" and status.error is not None
         assert status.error.error == "upload failed"
         assert "no part of the upload arrived for 1 s" in status.error.detail
