@@ -4,7 +4,8 @@ converted while it arrives (``IngestRequest.source_parts``).
 Through the gateway on both storage backends (rows exact, conversion seen before the upload
 ended, nothing left in ``staging/``), failures while the body still arrives (a bad header
 ends the upload early; over the cap after the job started), and a direct publisher whose
-parts stop arriving (the job fails after ``ingest.upload_idle_timeout``)."""
+parts stop arriving (the job fails after ``ingest.upload_idle_timeout``) or whose ``end``
+names parts it never stored."""
 
 from __future__ import annotations
 
@@ -181,4 +182,11 @@ async def test_a_direct_publisher_streams_parts_and_a_stalled_upload_fails(
         assert status.state == "failed" and status.error is not None
         assert status.error.error == "upload failed"
         assert "no part of the upload arrived for 1 s" in status.error.detail
+
+        done = await begin("mismatch")  # its end names parts that were never stored
+        end = f'{{"parts": 3, "bytes": {len(body)}}}'.encode()
+        await harness.storage.put_bytes(keys.upload_end(keys.staged_parts("mismatch")), end)
+        status = JobStatus.model_validate_json((await done).data)
+        assert status.state == "failed" and status.error is not None
+        assert "the upload's end does not match its parts: 1 parts of 50000" in status.error.detail
         assert (await harness.storage.list(keys.STAGING)).objects == []

@@ -498,11 +498,14 @@ class IngestWorker(Worker):
                     end = json.loads(await storage.get_bytes(keys.upload_end(prefix)))
                     if "error" in end:
                         growing.fail(CsvError(str(end["error"])))
-                        return
-                    if end["parts"] == n:
+                    elif end["parts"] > n and await self.part(prefix, n, work) is not None:
+                        continue  # part n landed after it was looked for
+                    elif (end["parts"], end["bytes"]) != (n, growing.arrived):
+                        why = f"{n} parts of {growing.arrived} bytes, not {end}"
+                        growing.fail(CsvError(f"the upload's end does not match its parts: {why}"))
+                    else:
                         growing.finish()
-                        return
-                    continue  # part n landed after it was looked for
+                    return
                 if time.monotonic() - since > idle:
                     growing.fail(
                         CsvError(f"no part of the upload arrived for {idle:g} s after part {n - 1}")

@@ -59,6 +59,11 @@ class Growing:
         return self._done and self._error is None
 
     @property
+    def arrived(self) -> int:
+        """Bytes in the parts added so far."""
+        return self._size
+
+    @property
     def error(self) -> BaseException | None:
         """Why the upload will not complete (see :meth:`fail`), else None."""
         return self._error
