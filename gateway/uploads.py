@@ -10,7 +10,6 @@ refused before any of it is read (:func:`refuse_oversize`).
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from lakehouse.platform import metrics
 from lakehouse.platform.errors import BadRequest, LakehouseError, TooLarge
-from lakehouse.platform.storage import Storage, iter_bytes, keys
+from lakehouse.platform.storage import Storage, iter_bytes, keys, parts
 
 
 def refuse_oversize(request: Request, cap: int, limit: str = "limit") -> None:
@@ -174,15 +173,15 @@ async def stage(
                 raise JobEnded(job_id)
             await storage.put(keys.upload_part(prefix, n), cut.part(part_bytes), sync=False)
             n += 1
-        end = {"parts": n, "bytes": cut.total}
-        await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(end).encode()))
+        end = parts.end_record(n, cut.total)
+        await storage.put(keys.upload_end(prefix), iter_bytes(end))
     except JobEnded:
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
             if started:  # the job fails with the reason (and deletes the parts)
-                why = {"error": f"the upload failed after {cut.total} bytes: {upload_error(exc)}"}
-                await storage.put(keys.upload_end(prefix), iter_bytes(json.dumps(why).encode()))
+                why = f"the upload failed after {cut.total} bytes: {upload_error(exc)}"
+                await storage.put(keys.upload_end(prefix), iter_bytes(parts.failed_record(why)))
             else:
                 await storage.delete_prefix(prefix)
         raise

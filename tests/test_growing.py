@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from lakehouse.platform.storage.growing import Growing
 from lakehouse.tables.csv2parquet import CsvError, convert
-from lakehouse.tables.growing import Growing
 from tests.test_csv2parquet import ERROR_CASES
 
 

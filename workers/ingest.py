@@ -13,8 +13,6 @@ registered and nothing it wrote is left in storage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import shutil
 import string
@@ -33,11 +31,11 @@ from lakehouse.platform.errors import LakehouseError, NotFound, Permanent, Retry
 from lakehouse.platform.natsauth import Uses
 from lakehouse.platform.rpc import call
 from lakehouse.platform.runtime import Consume, Worker
-from lakehouse.platform.storage import keys
+from lakehouse.platform.storage import keys, parts
+from lakehouse.platform.storage.growing import Growing
 from lakehouse.tables import catalog, merge, upserts
 from lakehouse.tables.csv2parquet import Converted, CsvError, convert
 from lakehouse.tables.evolve import SchemaConflict, fingerprint_of, hints
-from lakehouse.tables.growing import Growing
 from lakehouse.tables.rows import rendered
 from lakehouse.vectors import autoembed, texts
 from lakehouse.vectors.batches import publish_deletes
@@ -157,12 +155,15 @@ class IngestWorker(Worker):
         try:
             src: Path | Growing | None
             if req.source_parts:  # converted while it arrives; part 0 exists before the job
-                first = await self.part(req.source_key, 0, work)
+                first = await parts.local_part(storage, req.source_key, 0, work)
                 if first is None:
                     raise NotFound(req.source_key)
                 src = Growing(req.source_key)
                 src.add(first)
-                follow = asyncio.create_task(self.follow(req.source_key, src, work))
+                idle = self.rt.settings.ingest.upload_idle_timeout
+                follow = asyncio.create_task(
+                    parts.follow(storage, req.source_key, src, work, idle=idle, start=1)
+                )
             elif (src := storage.local_path(req.source_key)) is None or not src.exists():
                 src = work / "source.csv"
                 await storage.get_file(req.source_key, src)
@@ -464,57 +465,6 @@ class IngestWorker(Worker):
             if isinstance(exc, CsvError):
                 raise Permanent(str(exc), status=400, error="invalid CSV") from None
             raise
-
-    async def part(self, prefix: str, n: int, work: Path) -> Path | None:
-        """Part ``n`` of an upload staged in parts as a local file, or None while it has not
-        landed (the file backend's own file; else a copy in the job's work dir)."""
-        key = keys.upload_part(prefix, n)
-        path = self.rt.storage.local_path(key)
-        if path is not None:
-            return path if path.exists() else None
-        path = work / f"part{n:06d}"
-        try:
-            await self.rt.storage.get_file(key, path)
-        except NotFound:
-            path.unlink(missing_ok=True)
-            return None
-        return path
-
-    async def follow(self, prefix: str, growing: Growing, work: Path) -> None:
-        """Feed ``growing`` the parts of an upload still arriving (see ``source_parts``), in
-        order, until its ``end``; polls storage with a growing interval (2 ms to 100 ms) and
-        fails the upload after ``ingest.upload_idle_timeout`` without a new part."""
-        storage, n = self.rt.storage, 1  # part 0 was added by run()
-        idle = self.rt.settings.ingest.upload_idle_timeout
-        since, delay = time.monotonic(), 0.002
-        try:
-            while True:
-                path = await self.part(prefix, n, work)
-                if path is not None:
-                    growing.add(path)
-                    n, since, delay = n + 1, time.monotonic(), 0.002
-                    continue
-                with contextlib.suppress(NotFound):
-                    end = json.loads(await storage.get_bytes(keys.upload_end(prefix)))
-                    if "error" in end:
-                        growing.fail(CsvError(str(end["error"])))
-                    elif end["parts"] > n and await self.part(prefix, n, work) is not None:
-                        continue  # part n landed after it was looked for
-                    elif (end["parts"], end["bytes"]) != (n, growing.arrived):
-                        why = f"{n} parts of {growing.arrived} bytes, not {end}"
-                        growing.fail(CsvError(f"the upload's end does not match its parts: {why}"))
-                    else:
-                        growing.finish()
-                    return
-                if time.monotonic() - since > idle:
-                    growing.fail(
-                        CsvError(f"no part of the upload arrived for {idle:g} s after part {n - 1}")
-                    )
-                    return
-                await asyncio.sleep(delay)  # bounded polling: the deadline is above
-                delay = min(delay * 2, 0.1)
-        except Exception as exc:  # a storage failure: the job is retried
-            growing.fail(RetryLater(f"reading the upload's parts: {exc}"))
 
     async def dead_lettered(self, msg: Msg, failure: Permanent) -> None:
         try:

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lakehouse.tables.growing import Growing
+from lakehouse.platform.storage.growing import Growing
 
 ARROW_TYPES: dict[str, Any] = dict(
     int64=pa.int64(), float64=pa.float64(), bool=pa.bool_(), string=pa.string()

@@ -2,7 +2,8 @@
 
 Keys follow the seed's storaged rules (see :func:`validate_key`). Writes are atomic and
 streamed; reads are streamed. ``list`` is capped (default 10,000) with an explicit
-``truncated`` flag.
+``truncated`` flag. ``keys``: every key prefix and shape; ``parts`` and ``growing``: an upload
+staged in parts, read as one file while it arrives.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A file that is still arriving: parts appended by one task, read from the top by others.
 
 Streaming ingest converts an upload while the gateway is still storing it, part by part
-(:mod:`workers.ingest` follows the parts; :mod:`lakehouse.tables.csv2parquet` reads them).
+(:func:`lakehouse.platform.storage.parts.follow` adds them as they land;
+:mod:`lakehouse.tables.csv2parquet` reads them).
 :class:`Growing` is the whole upload as one byte stream: :meth:`Growing.open` gives a reader
 from offset 0 that blocks at the end of what has arrived until the next part lands, the
 upload ends (end of file) or fails (the reader raises the failure). Any number of readers may
