@@ -64,4 +64,6 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         r for r in rows if r["workload"].startswith("filtered") and "recall" in r["workload"]
     ]
     assert len(filtered) == 3 and all(r["ours"] >= 0.95 for r in filtered)
+    [embed] = [r for r in rows if r["workload"] == "auto-embed rate (texts/s)"]
+    assert embed["floor"] > 0 and embed["ratio"] > 0  # the model alone on the same texts
     assert "| workload | ours | floor | ratio | seed | note |" in proc.stdout
