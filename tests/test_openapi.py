@@ -1,7 +1,7 @@
 """The OpenAPI document tells the truth: schemathesis' default checks against a live stack.
 
 Every route is exercised with generated requests (examples, coverage, fuzzing and stateful
-phases; at most 30 examples per operation) against a real gateway, nats-server and one worker
+phases; at most 12 examples per operation) against a real gateway, nats-server and one worker
 of each kind, with an admin API key (and without it: every protected operation must answer
 401). The checks: no 5xx, every status and header documented, bodies matching their
 schemas, schema-valid requests accepted and schema-invalid ones rejected, 405 with ``Allow``.
@@ -53,7 +53,7 @@ def test_schemathesis_default_checks_pass_against_a_live_stack(
         str(CONFIG),
         "run",
         f"{stack.base}/openapi.json",
-        "--max-examples=20",
+        "--max-examples=12",
         "--workers=1",
         f"--seed={SEED}",
         "--request-timeout=30",

@@ -46,7 +46,7 @@ def staged(stack: Stack) -> list[str]:
 
 @pytest.mark.parametrize(
     "stack",
-    [{"backend": b, "overrides": STREAMING} for b in ("file", "s3")],
+    [{"backend": b, "overrides": STREAMING, "shared": True} for b in ("file", "s3")],
     indirect=True,
     ids=["file", "s3"],
 )
@@ -91,7 +91,7 @@ def test_a_large_upload_is_converted_while_it_arrives(stack: Stack) -> None:
     wait_until(lambda: staged(stack) == [], timeout=30, interval=0.1, what="staging emptied")
 
 
-@pytest.mark.stack(overrides=STREAMING)
+@pytest.mark.stack(overrides=STREAMING, backend="file", shared=True)
 def test_a_multipart_upload_streams_too_and_small_ones_stay_one_object(stack: Stack) -> None:
     ds, body = unique("form"), resumes(10_000)
     with stack.client(timeout=120) as c:
@@ -103,7 +103,7 @@ def test_a_multipart_upload_streams_too_and_small_ones_stay_one_object(stack: St
     wait_until(lambda: staged(stack) == [], timeout=30, interval=0.1, what="staging emptied")
 
 
-@pytest.mark.stack(overrides=STREAMING)
+@pytest.mark.stack(overrides=STREAMING, backend="file", shared=True)
 def test_a_bad_header_ends_a_large_upload_early(stack: Stack) -> None:
     ds = unique("badhead")
     body = b"a,b,a\n" + b"1,2,3\n" * 500_000  # 3 MB: the job fails on part 0's header
