@@ -365,7 +365,8 @@ def auto_embed(stack: Stack, csv: Path, rows: int) -> list[Row]:
         "wait": 3600,
     }
     table = pacsv.read_csv(csv, parse_options=pacsv.ParseOptions(newlines_in_values=True))
-    sample = [template.format(**row) for row in table.slice(0, MODEL_SAMPLE).to_pylist()]
+    rendered = [template.format(**row) for row in table.slice(0, MODEL_SAMPLE).to_pylist()]
+    sample = sorted(rendered, key=len)  # batched by length, as the embed worker does
     provider = load_provider(load_settings("/nonexistent.toml"))
     provider.embed(sample[:8])
     direct_s = timed(
