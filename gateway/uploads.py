@@ -9,6 +9,7 @@ refused before any of it is read (:func:`refuse_oversize`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ async def upload_body(request: Request, field: str = "file") -> AsyncIterator[by
         raise BadRequest(f"the multipart form has no {field!r} file part", error="invalid upload")
 
 
+JOB_END_GRACE = 5.0  # seconds a failed part write waits to learn that its job has ended
+
+
 class JobEnded(Exception):
     """The job ended (it failed) while its upload was still arriving."""
 
@@ -132,7 +136,7 @@ async def stage(
     cap: int,
     part_bytes: int,
     start: Callable[[Staged], Awaitable[None]],
-    ended: Callable[[], bool] = lambda: False,
+    ended: asyncio.Event | None = None,
 ) -> Staged:
     """Store an upload under ``staging/`` and have its job ``start`` as early as it can.
 
@@ -141,9 +145,11 @@ async def stage(
     is called once the first part is stored, so the job converts the parts while the rest
     arrives; ``end`` follows the last part. When the upload fails after its job started,
     ``end`` names the error (the job fails with it); the error is raised here either way and
-    nothing of a job that never started is kept. When ``ended()`` turns true while parts are
-    stored (the job failed early, e.g. on its header), the rest is read but not stored, the
-    parts are deleted and :class:`JobEnded` raised."""
+    nothing of a job that never started is kept. When ``ended`` is set while parts are stored
+    (the job failed early, e.g. on its header, and deleted what was stored: a part written
+    meanwhile may fail), the rest is read but not stored, the parts are deleted and
+    :class:`JobEnded` raised."""
+    ended = ended or asyncio.Event()
     if part_bytes <= 0:
         key = keys.staged_csv(job_id)
         info = await storage.put(key, chunks, max_bytes=cap, sync=False)
@@ -165,14 +171,25 @@ async def stage(
         await start(Staged(prefix, True, cut.total))
         started, n = True, 1
         while await cut.more():
-            if ended():  # read the rest unstored: a client reads its answer after sending
-                await storage.delete_prefix(prefix)
-                while await cut.more():
-                    async for _ in cut.part(part_bytes):
-                        pass
-                raise JobEnded(job_id)
-            await storage.put(keys.upload_part(prefix, n), cut.part(part_bytes), sync=False)
-            n += 1
+            if not ended.is_set():
+                try:
+                    key = keys.upload_part(prefix, n)
+                    await storage.put(key, cut.part(part_bytes), sync=False)
+                    n += 1
+                    continue
+                except (TooLarge, ClientDisconnect, BadRequest):  # the body's own failure
+                    raise
+                except Exception:  # storage: the job may have failed and deleted the parts
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), JOB_END_GRACE)
+                    if not ended.is_set():
+                        raise
+            # The job ended: read the rest unstored (a client reads its answer after sending).
+            while await cut.more():
+                async for _ in cut.part(part_bytes):
+                    pass
+            await storage.delete_prefix(prefix)
+            raise JobEnded(job_id)
         end = parts.end_record(n, cut.total)
         await storage.put(keys.upload_end(prefix), iter_bytes(end))
     except JobEnded:

@@ -202,7 +202,7 @@ async def ingest(
             cap=cap,
             part_bytes=st.settings.ingest.part_bytes,
             start=start,
-            ended=watch.ended.is_set,
+            ended=watch.ended,
         )
         timeout = st.settings.ingest.wait if wait is None else wait
         with contextlib.suppress(TimeoutError):
