@@ -150,20 +150,20 @@ async def stage(
     meanwhile may fail), the rest is read but not stored, the parts are deleted and
     :class:`JobEnded` raised."""
     ended = ended or asyncio.Event()
-    if part_bytes <= 0:
+
+    async def one_object(body: AsyncIterable[bytes]) -> Staged:
         key = keys.staged_csv(job_id)
-        info = await storage.put(key, chunks, max_bytes=cap, sync=False)
+        info = await storage.put(key, body, max_bytes=cap, sync=False)
         staged = Staged(key, False, info.size)
         await start(staged)
         return staged
+
+    if part_bytes <= 0:
+        return await one_object(chunks)
     cut = _Cutter(chunks, cap)
     first = b"".join([chunk async for chunk in cut.part(part_bytes)])  # decides which
     if not await cut.more():  # it fits in one part
-        key = keys.staged_csv(job_id)
-        info = await storage.put(key, iter_bytes(first), sync=False)
-        staged = Staged(key, False, info.size)
-        await start(staged)
-        return staged
+        return await one_object(iter_bytes(first))
     prefix, started, n = keys.staged_parts(job_id), False, 0
     try:
         await storage.put(keys.upload_part(prefix, 0), iter_bytes(first), sync=False)

@@ -55,6 +55,15 @@ def add_vectors(
         assert r.status_code == 202, r.text
 
 
+def filled_index(stack: Stack, data: np.ndarray, **kw: object) -> str:
+    """A new index holding ``data`` as v0, v1, ... once every vector is counted."""
+    with stack.client(timeout=120) as c:
+        name = new_index(c, data.shape[1], **kw)
+        add_vectors(c, name, data)
+        wait_count(c, name, len(data))
+    return name
+
+
 @pytest.mark.slow
 def test_recall_at_10_on_20k_clustered_vectors(stack: Stack) -> None:
     data = clustered(20_000, 128)
@@ -269,10 +278,7 @@ async def test_concurrent_searches_are_answered_together_each_as_if_alone(stack:
     search per batch) and every answer equals the same search sent alone."""
     rng = np.random.default_rng(11)
     data = rng.standard_normal((3000, 32), dtype=np.float32)
-    with stack.client(timeout=60) as c:
-        name = new_index(c, 32, partitions=2)
-        add_vectors(c, name, data)
-        wait_count(c, name, 3000)
+    name = filled_index(stack, data, partitions=2)
     queries = rng.standard_normal((64, 32), dtype=np.float32)
     nc = await nats.connect(stack.nats_url)
 
@@ -307,10 +313,7 @@ async def test_direct_json_search_with_allowed_ids_answers_only_among_them(stack
     the exact nearest among those ids only."""
     rng = np.random.default_rng(5)
     data = rng.standard_normal((300, 8), dtype=np.float32)
-    with stack.client(timeout=60) as c:
-        name = new_index(c, 8, partitions=2)
-        add_vectors(c, name, data)
-        wait_count(c, name, 300)
+    name = filled_index(stack, data, partitions=2)
     allowed = [f"v{i}" for i in range(0, 300, 7)]
     q = rng.standard_normal(8, dtype=np.float32)
     req = SearchRequest(vector=q.tolist(), k=3, allowed_ids=allowed)

@@ -158,7 +158,7 @@ class IngestWorker(Worker):
                 first = await parts.local_part(storage, req.source_key, 0, work)
                 if first is None:
                     raise NotFound(req.source_key)
-                src = Growing(req.source_key)
+                src = Growing()
                 src.add(first)
                 idle = self.rt.settings.ingest.upload_idle_timeout
                 follow = asyncio.create_task(
@@ -467,20 +467,20 @@ class IngestWorker(Worker):
             raise
 
     async def dead_lettered(self, msg: Msg, failure: Permanent) -> None:
-        req: IngestRequest | None = None
         try:
             req = IngestRequest.model_validate_json(msg.data)
-            job_id: str | None = req.job_id
         except ValidationError:
             # An invalid request (e.g. a bad dataset name) still fails its job, if it has one.
             job_id = JobStatus.job_id_of(msg.data)
-        if req is not None:  # first: once the job reads failed, nothing of it is left
-            await self.drop_source(req)
-        if job_id is not None:
-            status = JobStatus(
-                job_id=job_id,
-                state="failed",
-                error=JobError(status=failure.status, error=failure.error, detail=failure.detail),
-                updated_at=datetime.now(UTC),
-            )
-            await self.publish_status(status)
+            if job_id is None:
+                return  # no job to report on
+        else:
+            job_id = req.job_id
+            await self.drop_source(req)  # first: once the job reads failed, nothing is left
+        status = JobStatus(
+            job_id=job_id,
+            state="failed",
+            error=JobError(status=failure.status, error=failure.error, detail=failure.detail),
+            updated_at=datetime.now(UTC),
+        )
+        await self.publish_status(status)

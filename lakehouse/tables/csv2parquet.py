@@ -358,10 +358,6 @@ def _convert(table: Any, types: list[str], schema: Any, nullable: list[bool]) ->
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _encode(writer: Any, table: Any) -> None:
-    writer.write_table(table, table.num_rows)
-
-
 def _write(
     src: Any,
     tmp: Path,
@@ -387,7 +383,7 @@ def _write(
         table = _convert(text, types, schema, nullable)
         if job is not None:
             job.result()
-        job = pool.submit(_encode, writer, table)
+        job = pool.submit(writer.write_table, table, table.num_rows)
 
     try:
         for batch in _batches(src, names, block):

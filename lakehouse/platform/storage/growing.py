@@ -25,8 +25,7 @@ from typing import Any
 class Growing:
     """Parts (local files, in order) of one upload; see the module docstring."""
 
-    def __init__(self, name: str = "upload") -> None:
-        self.name = name
+    def __init__(self) -> None:
         self._parts: list[tuple[Path, int]] = []  # (file, bytes before it)
         self._starts: list[int] = []
         self._size = 0
@@ -54,10 +53,6 @@ class Growing:
         with self._cond:
             self._error = error
             self._cond.notify_all()
-
-    @property
-    def complete(self) -> bool:
-        return self._done and self._error is None
 
     @property
     def arrived(self) -> int:
