@@ -29,12 +29,12 @@ from pathlib import Path
 import httpx
 import nats
 import numpy as np
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from lakehouse.devtools.bench.data import clustered
 from lakehouse.devtools.bench.workloads import Row, wait_count
 from lakehouse.devtools.datagen import generate
-from lakehouse.devtools.servers import NatsCluster, NatsServer
+from lakehouse.devtools.servers import NatsCluster, NatsServer, eventually
 from lakehouse.devtools.stack import Stack
 from lakehouse.platform.bus import STREAMS, provision
 from lakehouse.platform.config import Settings, load_settings
@@ -252,6 +252,15 @@ def measure(
     return vector_rate(stack, data)
 
 
+async def has_leader(js: JetStreamContext, name: str) -> bool:
+    """Whether stream ``name`` has a leader (an R1 stream always has; its info says none)."""
+    try:
+        info = await js.stream_info(name)
+    except (TimeoutError, nats.errors.Error):
+        return False  # no leader yet to answer
+    return info.cluster is None or bool(info.cluster.leader)
+
+
 def warm_up(stack: Stack, csv: Path) -> None:
     """One small ingest, untimed: a fresh worker's first one pays for imports and caches."""
     with httpx.Client(base_url=stack.base, timeout=600) as c:
@@ -273,6 +282,9 @@ async def publish_rate(stack: Stack, replicas: int, count: int, window: int) -> 
             num_replicas=replicas,
         )
     )
+    # An R3 stream answers publishes once its own leader is elected (CI: "no responders"
+    # right after add_stream on a busy machine).
+    await eventually(lambda: has_leader(js, name), timeout=60, interval=0.1, what=f"{name} leader")
     body = bytes(1024)
     slots = asyncio.Semaphore(window)
 
