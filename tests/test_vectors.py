@@ -21,7 +21,7 @@ from lakehouse.vectors.batches import encode, partition_of
 from lakehouse.vectors.idsets import query
 from schemas import subjects as S
 from schemas.messages import DeadLetter
-from schemas.vectors import SearchRequest
+from schemas.vectors import PartitionReply, SearchRequest
 
 pytestmark = pytest.mark.stack(kinds=("embed", "vectors"), shared=True)
 
@@ -286,6 +286,12 @@ async def test_concurrent_searches_are_answered_together_each_as_if_alone(stack:
         body, headers = query(queries[i].tolist(), 1 + i % 10, None, None)
         msg = await nc.request(S.search(name), body, timeout=10, headers=headers)
         parts = json.loads(msg.data)
+        for part in parts:  # the wire form is the contract's (PartitionReply), field for field
+            reply = PartitionReply.model_validate(part)
+            assert set(part) == set(PartitionReply.model_fields), part
+            assert [
+                h.model_dump(include={"id", "distance", "metadata"}) for h in reply.hits
+            ] == part["hits"]
         assert sorted(p["partition"] for p in parts) == [0, 1]  # one worker owns both
         hits = sorted((h["distance"], h["id"]) for p in parts for h in p["hits"])
         return [(i, round(d, 5)) for d, i in hits[: 1 + i % 10]]

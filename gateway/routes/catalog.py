@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from gateway import auth, errors
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
 from schemas.catalog import (
@@ -30,7 +30,7 @@ from schemas.catalog import (
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], route_class=JsonRoute)
 
 COMPACT_TIMEOUTS = 30
 """A compaction reads and rewrites every row of the dataset: it may take this many

@@ -10,7 +10,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-router = APIRouter(tags=["contract"])
+from gateway.routes import JsonRoute
+
+router = APIRouter(tags=["contract"], route_class=JsonRoute)
 
 
 class _Spec:

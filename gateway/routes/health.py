@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway import auth, errors
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from lakehouse import __version__
 from lakehouse.platform.config import redact_url
 from schemas import subjects as S
@@ -22,7 +22,7 @@ from schemas.messages import HealthReply
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JsonRoute)
 
 
 class GatewayInfo(BaseModel):

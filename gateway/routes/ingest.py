@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
 from gateway import errors
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from gateway.uploads import JobEnded, Staged, refuse_oversize, stage, upload_body
 from lakehouse.platform import streams
 from lakehouse.platform.errors import BadRequest, LakehouseError, NotFound
@@ -30,7 +30,7 @@ from schemas.ingest import AutoEmbed, IngestRequest, IngestResult, JobId, JobSta
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], route_class=JsonRoute)
 
 
 class Accepted(BaseModel):

@@ -9,12 +9,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pydantic_core
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import errors, filters, limits
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
 from lakehouse.platform.errors import BadRequest, LakehouseError
 from lakehouse.platform.rpc import call
@@ -29,7 +30,7 @@ from schemas.vectors import EmbedText, EmbedTextReply, Hit, IndexSpec
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(tags=["vectors"])
+router = APIRouter(tags=["vectors"], route_class=JsonRoute)
 
 
 K_CEILING = 10_000
@@ -211,7 +212,7 @@ async def search(
         "rows_ms": round(rows_ms, 3),
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
-    return Response(json.dumps(out), media_type="application/json")
+    return Response(pydantic_core.to_json(out), media_type="application/json")
 
 
 async def fetch_rows(st: State, spec: IndexSpec, ids: list[str]) -> RowsReply:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gateway import errors
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from lakehouse.platform.rpc import call
 from schemas import subjects as S
 from schemas.query import SqlRequest, SqlResult
@@ -17,7 +17,7 @@ from schemas.query import SqlRequest, SqlResult
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(tags=["sql"])
+router = APIRouter(tags=["sql"], route_class=JsonRoute)
 
 ARROW = "application/vnd.apache.arrow.stream"
 

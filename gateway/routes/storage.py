@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from gateway import errors
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from gateway.uploads import refuse_oversize
 from lakehouse.platform.errors import BadRequest, Busy
 from lakehouse.platform.storage import LIST_LIMIT, MAX_KEY_BYTES, ObjectInfo, validate_key
@@ -25,7 +25,7 @@ from lakehouse.platform.storage import LIST_LIMIT, MAX_KEY_BYTES, ObjectInfo, va
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(prefix="/v1/storage", tags=["storage"])
+router = APIRouter(prefix="/v1/storage", tags=["storage"], route_class=JsonRoute)
 
 MAX_SEGMENT_BYTES = 255
 """Longest segment of a key (a file name on the file backend)."""

@@ -5,19 +5,19 @@ are in :mod:`gateway.routes.search`; both scatter to the partitions through :fun
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+import pydantic_core
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import auth, errors, limits
-from gateway.routes import state
+from gateway.routes import JsonRoute, state
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import scatter
 from lakehouse.platform.storage import keys
@@ -36,7 +36,7 @@ from schemas.vectors import (
 if TYPE_CHECKING:
     from gateway.app import State
 
-router = APIRouter(tags=["vectors"])
+router = APIRouter(tags=["vectors"], route_class=JsonRoute)
 
 IndexName = Annotated[S.Name, Path(description="Index name.", examples=["people"])]
 
@@ -177,7 +177,7 @@ async def gather(
 
     def covered(replies: list[bytes]) -> bool:
         for r in replies[len(parsed) :]:
-            parsed.append(json.loads(r))
+            parsed.append(pydantic_core.from_json(r))  # ~2× json.loads on these
             seen.update(p["partition"] for p in parsed[-1])
         return wanted <= seen
 

@@ -193,9 +193,13 @@ class Partition:
     ) -> list[tuple[str, float, Any]]:
         return self.search_many(query.reshape(1, -1), k, ef)[0]
 
-    def search_many(self, queries: np.ndarray, k: int, ef: int | None = None) -> list[Hits]:
+    def search_many(
+        self, queries: np.ndarray, k: int, ef: int | None = None, threads: int | None = None
+    ) -> list[Hits]:
         """The top-k of each row of ``queries`` in one ``knn_query`` call (hnswlib spreads a
-        batch over its threads, outside the GIL)."""
+        batch over ``threads`` threads, default the partition's own, outside the GIL; it starts
+        them afresh on every call, so a caller already searching partitions side by side
+        passes 1)."""
         with self.lock.read():
             live = self.count
             if live == 0:
@@ -207,7 +211,7 @@ class Partition:
             while True:
                 try:
                     labels, dists = self.index.knn_query(
-                        queries, k=k, num_threads=min(self.threads, len(queries))
+                        queries, k=k, num_threads=min(threads or self.threads, len(queries))
                     )
                     break
                 except RuntimeError:  # too many deleted neighbours for this ef/k
