@@ -35,9 +35,10 @@ format: install-dev
 	$(BIN)/ruff format lakehouse gateway workers schemas tests
 	$(BIN)/ruff check --fix lakehouse gateway workers schemas tests
 
-# Two test processes (pytest-xdist), each taking whole files: most of a test's time is spent
-# waiting on the processes it starts, so two at a time on 2 cores take ~8.5 min instead of ~12.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# Two test processes (pytest-xdist), each taking whole files in collection order (the longest
+# first: tests/conftest.py LONGEST_FIRST; xdist's own reorder by test count would put the
+# one-test files, some of the longest, last and let one process finish alone).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 test: lint browser
 	$(BIN)/pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
