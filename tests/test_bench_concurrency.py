@@ -32,8 +32,12 @@ def test_bench_concurrency_quick(tmp_path: Path) -> None:
         "concurrency: vector search, 8 clients, 2 vectors workers, QPS",
         "concurrency: search recall@10, lowest of any point",
         "concurrency: vector worker RSS per vector (B)",
+        "concurrency: vector search, 8 clients, p99 during a vector load (ms)",
     ]
-    assert sorted(rows) == sorted(needed)
+    assert sorted(rows) == sorted([*needed, "concurrency: vector load while searched (vectors/s)"])
+    load = rows["concurrency: vector load while searched (vectors/s)"]
+    assert load["ours"] > 0 and load["floor"] is None, load
+    assert f"of the {QUICK.load:,}×{QUICK.dim} vectors arrived" in rows[needed[-1]]["note"]
     for name in needed:
         r = rows[name]
         assert isinstance(r["ours"], float | int) and isinstance(r["floor"], float | int), r

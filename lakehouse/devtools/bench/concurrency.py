@@ -5,8 +5,9 @@ vectors the upstream way and ingests a staffing dataset, then for each C in ``si
 runs C closed-loop clients for ``size.seconds``: vector search through the gateway (k 10,
 ef 64) and SQL through the gateway, each next to its floor from C threads in the same run —
 raw hnswlib ``knn_query`` on one graph of the same vectors, and DuckDB in process on the same
-Parquet file. Then, at 8 clients, 1 against 2 query workers (SQL) and 1 against 2 vector
-workers (search; the index's partitions split between them by lease).
+Parquet file. Then, at 8 clients, search while more vectors load (``under_load``), and 1
+against 2 query workers (SQL) and 1 against 2 vector workers (search; the index's partitions
+split between them by lease).
 
 Clients are threads, each with its own keep-alive ``http.client`` connection (``Lean``) and
 request bodies encoded once: they cost ~0.45 ms of client CPU per request where an
@@ -39,6 +40,7 @@ import numpy as np
 import psutil
 
 from lakehouse.devtools.bench.data import clustered, exact_topk, recall
+from lakehouse.devtools.bench.under_load import search_under_load
 from lakehouse.devtools.bench.workloads import Lean, Row, p, publish, raw_index, wait_count
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import wait_until
@@ -60,10 +62,11 @@ class Size:
     queries: int = 200  # distinct query vectors, cycled
     sample: int = 50  # the first ``sample`` queries are checked for recall
     partitions: int = 4
+    load: int = 5_000  # vectors loaded into a second index during the under-load point
 
 
 QUICK = Size(vectors=5_000, rows=5_000, seconds=0.5, clients=(1, 8))
-FULL = Size(vectors=200_000, rows=100_000, seconds=10.0, clients=(1, 8, 32))
+FULL = Size(vectors=200_000, rows=100_000, seconds=10.0, clients=(1, 8, 32), load=100_000)
 
 SQL = (
     "SELECT count(*) FROM {t}",
@@ -445,6 +448,10 @@ def concurrency(stack: Stack, size: Size, work: Path) -> list[Row]:
             what = f"{label[kind]}, {clients} client{'' if clients == 1 else 's'}"
             mine, base = ours(kind, clients, what), floor(kind, clients, what)
             out += point_rows(what, mine, base, floor_name[kind])
+
+    out += search_under_load(
+        stack, size, lambda what: ours("search", SCALE_CLIENTS, what), SCALE_CLIENTS
+    )
 
     # 1 against 2 replicas at SCALE_CLIENTS clients: the 1-replica points again (so both
     # sides see the same moment of a shared machine), then a second query worker and a second
