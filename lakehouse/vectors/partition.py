@@ -144,9 +144,10 @@ class Partition:
             self.int8.grow(self.index.get_max_elements())
             self.int8.put(labels, self.prepare(vectors))
 
-    def apply(self, batch: Batch, seq: int, chunk: int = 2048) -> None:
-        """Apply one batch (blocking). Upsert: an existing id keeps its label, gets the new
-        vector and metadata. Delete: marked deleted; a later upsert revives it."""
+    def apply(self, batch: Batch, seq: int, chunk: int = 2048, threads: int | None = None) -> None:
+        """Apply one batch (blocking) on ``threads`` hnswlib threads (default: the
+        partition's). Upsert: an existing id keeps its label, gets the new vector and
+        metadata. Delete: marked deleted; a later upsert revives it."""
         last: dict[str, int] = {}
         for i, item_id in enumerate(batch.ids):
             last[item_id] = i  # the last op per id in a batch wins
@@ -170,7 +171,7 @@ class Partition:
                     self.index.add_items(
                         vectors[start : start + chunk],
                         labels[start : start + chunk],
-                        num_threads=self.threads,
+                        num_threads=threads or self.threads,
                     )
                     self._mirror(labels[start : start + chunk], vectors[start : start + chunk])
         if dels:

@@ -41,7 +41,15 @@ import psutil
 
 from lakehouse.devtools.bench.data import clustered, exact_topk, recall
 from lakehouse.devtools.bench.under_load import search_under_load
-from lakehouse.devtools.bench.workloads import Lean, Row, p, publish, raw_index, wait_count
+from lakehouse.devtools.bench.workloads import (
+    Lean,
+    Row,
+    new_index,
+    p,
+    publish,
+    raw_index,
+    wait_count,
+)
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
@@ -331,14 +339,7 @@ def load(stack: Stack, vec: Vectors, size: Size, work: Path) -> Path:
         r.raise_for_status()
         if r.json()["row_count"] != size.rows:
             raise RuntimeError(f"ingest: {r.json()}")
-        spec = {"name": INDEX, "dim": size.dim, "partitions": size.partitions}
-        c.post("/v1/vectors/indexes", json=spec).raise_for_status()
-        wait_until(
-            lambda: not c.get(f"/v1/vectors/indexes/{INDEX}").json()["missing_partitions"],
-            timeout=60,
-            interval=0.1,
-            what="the index's partitions",
-        )
+        new_index(c, {"name": INDEX, "dim": size.dim, "partitions": size.partitions})
         asyncio.run(publish(stack.nats_url, INDEX, vec.data, size.partitions))
         wait_count(c, INDEX, size.vectors, timeout=36_000)
     return stack.root / "data" / "objects" / r.json()["key"]

@@ -32,7 +32,7 @@ import numpy as np
 from nats.js import JetStreamContext, api
 
 from lakehouse.devtools.bench.data import clustered
-from lakehouse.devtools.bench.workloads import Row, wait_count
+from lakehouse.devtools.bench.workloads import Row, new_index, wait_count
 from lakehouse.devtools.datagen import generate
 from lakehouse.devtools.servers import NatsCluster, NatsServer, eventually
 from lakehouse.devtools.stack import Stack
@@ -330,10 +330,7 @@ def vector_rate(stack: Stack, data: np.ndarray, parts: int = 2) -> float:
     n, dim = data.shape
     with httpx.Client(base_url=stack.base, timeout=60) as c:
         index = f"durable_{next(SERIAL)}"
-        spec = {"name": index, "dim": dim, "partitions": parts}
-        c.post("/v1/vectors/indexes", json=spec).raise_for_status()
-        while c.get(f"/v1/vectors/indexes/{index}").json()["missing_partitions"]:
-            time.sleep(0.1)
+        new_index(c, {"name": index, "dim": dim, "partitions": parts})
 
         async def publish() -> None:
             nc = await nats.connect(stack.nats_url.split(","))

@@ -21,6 +21,7 @@ from lakehouse.devtools.bench.data import clustered, recall
 from lakehouse.devtools.bench.workloads import (
     Lean,
     Row,
+    new_index,
     p,
     publish,
     raw_index,
@@ -81,18 +82,10 @@ def load(stack: Stack, data: np.ndarray, bucket: np.ndarray, parts: int = 4) -> 
     csv = "id,bucket\n" + "".join(f"v{i},{b}\n" for i, b in enumerate(bucket.tolist()))
     with httpx.Client(base_url=stack.base, timeout=600) as c:
         c.post(f"/v1/ingest?name={DATASET}&wait=600", content=csv.encode()).raise_for_status()
-        c.post(
-            "/v1/vectors/indexes",
-            json={
-                "name": INDEX,
-                "dim": dim,
-                "partitions": parts,
-                "dataset": DATASET,
-                "id_column": "id",
-            },
-        ).raise_for_status()
-        while c.get(f"/v1/vectors/indexes/{INDEX}").json()["missing_partitions"]:
-            time.sleep(0.1)
+        new_index(
+            c,
+            {"name": INDEX, "dim": dim, "partitions": parts, "dataset": DATASET, "id_column": "id"},
+        )
         asyncio.run(publish(stack.nats_url, INDEX, data, parts))
         wait_count(c, INDEX, n, timeout=36_000)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from lakehouse.devtools.bench.data import clustered
-from lakehouse.devtools.bench.workloads import Row, publish, wait_count
+from lakehouse.devtools.bench.workloads import Row, new_index, publish, wait_count
 from lakehouse.devtools.servers import wait_until
 
 if TYPE_CHECKING:
@@ -52,14 +52,7 @@ def search_under_load(
             failed.append(exc)
 
     with httpx.Client(base_url=stack.base, timeout=60) as c:
-        spec = {"name": LOADED, "dim": size.dim, "partitions": size.partitions}
-        c.post("/v1/vectors/indexes", json=spec).raise_for_status()
-        wait_until(
-            lambda: not c.get(f"/v1/vectors/indexes/{LOADED}").json()["missing_partitions"],
-            timeout=60,
-            interval=0.1,
-            what="the loaded index's partitions",
-        )
+        new_index(c, {"name": LOADED, "dim": size.dim, "partitions": size.partitions})
         started = time.perf_counter()
         publisher = threading.Thread(target=load, daemon=True)
         publisher.start()

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from lakehouse.devtools.bench.data import clustered, exact_topk, recall
 from lakehouse.devtools.bench.rss import PeakRss
 from lakehouse.devtools.datagen import iter_rows
+from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 from lakehouse.vectors import batches
 
@@ -203,6 +204,18 @@ def wait_count(c: httpx.Client, index: str, n: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def new_index(c: httpx.Client, spec: dict[str, Any], timeout: float = 60) -> None:
+    """Create the vector index ``spec`` and wait until every partition has an owner."""
+    c.post("/v1/vectors/indexes", json=spec).raise_for_status()
+    url = f"/v1/vectors/indexes/{spec['name']}"
+    wait_until(
+        lambda: not c.get(url).json()["missing_partitions"],
+        timeout=timeout,
+        interval=0.1,
+        what=f"index {spec['name']}'s partitions",
+    )
+
+
 def raw_index(data: np.ndarray) -> Any:
     """One raw hnswlib graph of ``data`` (cosine, M 16, ef_construction 200, built on all
     cores, ef 64): the floor the vector workloads compare with."""
@@ -239,11 +252,7 @@ def vectors(stack: Stack, n: int, dim: int, parts: int = 4) -> list[Row]:
     truth = exact_topk(data, queries, 10)
     raw_s, raw_ms, raw_found = raw_floor(data, queries)
     with httpx.Client(base_url=stack.base, timeout=60) as c:
-        c.post(
-            "/v1/vectors/indexes", json={"name": "bench", "dim": dim, "partitions": parts}
-        ).raise_for_status()
-        while c.get("/v1/vectors/indexes/bench").json()["missing_partitions"]:
-            time.sleep(0.1)
+        new_index(c, {"name": "bench", "dim": dim, "partitions": parts})
         t = time.perf_counter()
         asyncio.run(publish(stack.nats_url, "bench", data, parts))
         wait_count(c, "bench", n, timeout=36_000)
@@ -307,11 +316,7 @@ def texts(stack: Stack, count: int) -> list[Row]:
     provider.embed(items[:8])
     direct_s = timed(lambda: [provider.embed(items[i : i + 64]) for i in range(0, count, 64)])
     with httpx.Client(base_url=stack.base, timeout=120) as c:
-        c.post(
-            "/v1/vectors/indexes", json={"name": "bench_text", "dim": 384, "partitions": 2}
-        ).raise_for_status()
-        while c.get("/v1/vectors/indexes/bench_text").json()["missing_partitions"]:
-            time.sleep(0.1)
+        new_index(c, {"name": "bench_text", "dim": 384, "partitions": 2})
         t = time.perf_counter()
         for s in range(0, count, 500):
             batch = [{"id": str(i), "text": items[i]} for i in range(s, min(s + 500, count))]
