@@ -113,7 +113,7 @@ class VectorWorker(Worker):
         self.pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="search")
         # Filtered searches score their partitions' matches here (never waits on anything, so
         # a search on ``pool`` may wait on it).
-        self.bound_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bounds")
+        self.bound_pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="bounds")
         # Unfiltered searches of an index arriving together are answered together.
         self.batchers: dict[str, Batcher[Query, list[Reply]]] = {}
         # While searches arrive, vector loads yield: one batch at a time on one hnswlib

@@ -253,7 +253,8 @@ def measure(
 
 
 async def has_leader(js: JetStreamContext, name: str) -> bool:
-    """Whether stream ``name`` has a leader (an R1 stream always has; its info says none)."""
+    """Whether stream ``name`` has a leader (a single server's stream names that server; an
+    info without cluster detail counts as led)."""
     try:
         info = await js.stream_info(name)
     except (TimeoutError, nats.errors.Error):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from lakehouse.devtools.bench.data import clustered
-from lakehouse.devtools.bench.workloads import Row, new_index, publish, wait_count
+from lakehouse.devtools.bench.workloads import Row, index_count, new_index, publish, wait_count
 from lakehouse.devtools.servers import wait_until
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from lakehouse.devtools.stack import Stack
 
 LOADED = "bench_conc_load"
-
-
-def count(c: httpx.Client) -> int:
-    return int(c.get(f"/v1/vectors/indexes/{LOADED}").json().get("count", 0))
 
 
 def search_under_load(
@@ -56,10 +52,15 @@ def search_under_load(
         started = time.perf_counter()
         publisher = threading.Thread(target=load, daemon=True)
         publisher.start()
-        wait_until(lambda: failed or count(c) > 0, timeout=120, interval=0.05, what="the load")
-        before = count(c)
+        wait_until(
+            lambda: failed or index_count(c, LOADED) > 0,
+            timeout=120,
+            interval=0.05,
+            what="the load",
+        )
+        before = index_count(c, LOADED)
         loaded = measure(f"{what}, during a {size.load:,}-vector load")
-        inside = count(c) - before
+        inside = index_count(c, LOADED) - before
         publisher.join()
         if failed:
             raise failed[0]

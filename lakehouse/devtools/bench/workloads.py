@@ -196,9 +196,14 @@ async def publish(url: str, index: str, data: np.ndarray, parts: int, window: in
         await nc.close()
 
 
+def index_count(c: httpx.Client, index: str) -> int:
+    """The vectors ``index`` holds now, as its stats report them (0 while it has none)."""
+    return int(c.get(f"/v1/vectors/indexes/{index}").json().get("count", 0))
+
+
 def wait_count(c: httpx.Client, index: str, n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while c.get(f"/v1/vectors/indexes/{index}").json().get("count", 0) < n:
+    while index_count(c, index) < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"index {index} did not reach {n} vectors in {timeout} s")
         time.sleep(0.2)
