@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from starlette.middleware.gzip import GZipMiddleware
 
-from gateway import auth, errors, filters, limits, mcp
+from gateway import auth, errors, limits, mcp
 from gateway.filters import Filters
 from gateway.limits import KeyLimits
 from gateway.routes import catalog, contract, health, ingest, search, sql, storage, vectors
@@ -103,7 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             await nc.subscribe(S.all_under(S.INDEXES_PREFIX), cb=index_changed)
             state.nc = nc
-            await asyncio.to_thread(filters.warm)
             # Pushed catalog events drop the cached filters that read the changed dataset; the
             # cache keeps nothing until this subscription stands (the stream may not exist yet).
             for attempt in itertools.count():

@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 
 from gateway import errors
+from lakehouse.platform import lazy
 from lakehouse.platform.auth import ANONYMOUS, LOOPBACK, ApiKey, KeyStore, Role
 from lakehouse.platform.errors import (
     BadRequest,
@@ -323,6 +324,7 @@ async def check_scope(request: Request, st: State, key: ApiKey, rule: Rule) -> N
 async def check_sql(st: State, key: ApiKey, sql: str) -> None:
     """Every table ``sql`` reads must be a dataset the key reaches (a CTE's own name is fine
     unless a dataset the key may not see has that name); table functions are refused."""
+    await lazy.loaded("duckdb")  # the parser; imported by the first scoped query
     names = referenced(sql)
     if names.error is not None:
         raise BadRequest(f"SQL does not parse: {names.error}")

@@ -16,18 +16,25 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
 from nats.aio.msg import Msg
 
 from gateway import limits
+from lakehouse.platform import lazy
 from lakehouse.platform.config import Settings
 from lakehouse.platform.errors import BadRequest
 from lakehouse.vectors.idsets import IdSet, encode
 from schemas.catalog import CatalogEvent
 from schemas.query import SqlRequest
 from schemas.vectors import IndexSpec
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+else:
+    duckdb = lazy.module("duckdb")
+    pa = lazy.module("pyarrow")
 
 log = logging.getLogger("gateway.filters")
 
@@ -45,14 +52,7 @@ def tables_read(sql: str) -> frozenset[str] | None:
         return None
 
 
-def warm() -> None:
-    """First uses cost: DuckDB's parser ~25 ms (its default connection), Arrow IPC ~5 ms.
-    Paid at start instead of by the first filtered search."""
-    tables_read("SELECT 1")
-    encode(["warm"], 1)
-
-
-Resolve = Callable[[SqlRequest], Awaitable[pa.Table]]
+Resolve = Callable[[SqlRequest], Awaitable["pa.Table"]]
 
 
 def id_cap(settings: Settings) -> tuple[int, str]:
@@ -100,6 +100,7 @@ class Filters:
             self.hits += 1
             return hit.ids, True
         self.misses += 1
+        await lazy.loaded("duckdb", "pyarrow")  # the process's first filter: imports
         col = '"' + spec.id_column.replace('"', '""') + '"'
         sql = f'SELECT CAST({col} AS VARCHAR) AS id FROM "{spec.dataset}" WHERE {predicate}'
         epoch = self.epoch

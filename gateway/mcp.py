@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -98,6 +97,8 @@ class Endpoint:
         await manager.handle_request(scope, receive, send)
 
     def client(self) -> Client:
+        import httpx  # with the client: a gateway nobody asks over MCP never loads them
+
         from lakehouse.client.http import Client
 
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)

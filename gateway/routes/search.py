@@ -8,7 +8,6 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import pydantic_core
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import errors, filters, limits
 from gateway.routes import JsonRoute, state
 from gateway.routes.vectors import IndexName, Vector, gather, require_index
+from lakehouse.platform import lazy
 from lakehouse.platform.errors import BadRequest, LakehouseError
 from lakehouse.platform.rpc import call
 from lakehouse.tables import rows
@@ -28,7 +28,11 @@ from schemas.query import RowsReply, RowsRequest, SqlRequest
 from schemas.vectors import EmbedText, EmbedTextReply, Hit, IndexSpec
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from gateway.app import State
+else:
+    pa = lazy.module("pyarrow")
 
 router = APIRouter(tags=["vectors"], route_class=JsonRoute)
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import auth, errors, limits
 from gateway.routes import JsonRoute, state
+from lakehouse.platform import lazy
 from lakehouse.platform.errors import BadRequest, NotFound
 from lakehouse.platform.rpc import scatter
 from lakehouse.platform.storage import keys
@@ -267,6 +268,7 @@ async def add(name: IndexName, body: AddBody, st: State = Depends(state)) -> JSO
             )
     acks: list[Awaitable[Any]] = []
     if vec_items:
+        await lazy.loaded("pyarrow")  # batches are Arrow IPC; the first upload imports it
         encoded = batches.batches(
             [i.id for i in vec_items],
             np.asarray([i.vector for i in vec_items], dtype=np.float32),

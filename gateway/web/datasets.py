@@ -19,7 +19,7 @@ from gateway.routes import state
 from gateway.uploads import refuse_oversize
 from gateway.web import forms
 from gateway.web.pages import body_of, failure, manifest_of, page, wants_part
-from lakehouse.client.http import finished
+from lakehouse.client.render import finished
 from lakehouse.platform.errors import BadRequest, LakehouseError
 from lakehouse.vectors.indexes import list_indexes
 from schemas import subjects as S

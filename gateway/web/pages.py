@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -29,6 +26,7 @@ from gateway.routes.vectors import index_stats
 from gateway.web import forms
 from lakehouse import __version__
 from lakehouse.client import render
+from lakehouse.platform import lazy
 from lakehouse.platform.bus import STREAMS
 from lakehouse.platform.errors import LakehouseError
 from lakehouse.tables.views import DUCK_TYPES, ident
@@ -37,7 +35,15 @@ from schemas import subjects as S
 from schemas.vectors import IndexSpec
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     from gateway.app import State
+else:
+    pa = lazy.module("pyarrow")
+    pacsv = lazy.module("pyarrow.csv")
+    pq = lazy.module("pyarrow.parquet")
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -242,6 +248,7 @@ async def sql_download(q: str, fmt: str, st: State = Depends(state)) -> Response
     """The result as CSV or Parquet (Arrow from the query worker, converted here)."""
     if fmt not in ("csv", "parquet"):
         return Response("csv or parquet", status_code=404)
+    await lazy.loaded("pyarrow.csv", "pyarrow.parquet")
     table = pa.ipc.open_stream(pa.BufferReader(await run_sql(st, q, arrow=True))).read_all()
     table = table.replace_schema_metadata(None)
     sink = io.BytesIO()

@@ -222,18 +222,6 @@ class Client:
         return out
 
 
-def finished(job: dict[str, Any]) -> bool:
-    """Whether a job (``GET /v1/jobs/{id}``) is over: failed, or succeeded with every
-    auto-embed batch done (its rows are then searchable)."""
-    state = job.get("state")
-    if state != "succeeded":
-        return state == "failed"
-    if not (job.get("result") or {}).get("embed_index"):
-        return True
-    embed = job.get("embed") or {}
-    return bool(embed) and embed["batches_done"] >= embed["batches"]
-
-
 def _why(exc: httpx.TransportError) -> str:
     """The error's type, and for a refused certificate the reason and what to do."""
     cause: BaseException | None = exc

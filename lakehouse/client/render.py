@@ -140,3 +140,15 @@ def match(hit: Mapping[str, Any], metric: str | None) -> str:
 
 def score_label(metric: str | None) -> str:
     return "score" if metric in SIMILARITY_METRICS else "distance"
+
+
+def finished(job: dict[str, Any]) -> bool:
+    """Whether a job (``GET /v1/jobs/{id}``) is over: failed, or succeeded with every
+    auto-embed batch done (its rows are then searchable)."""
+    state = job.get("state")
+    if state != "succeeded":
+        return state == "failed"
+    if not (job.get("result") or {}).get("embed_index"):
+        return True
+    embed = job.get("embed") or {}
+    return bool(embed) and embed["batches_done"] >= embed["batches"]

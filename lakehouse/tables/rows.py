@@ -15,13 +15,19 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from lakehouse.platform import lazy
 from lakehouse.tables.sqljson import table_rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+else:
+    pa = lazy.module("pyarrow")
+    pc = lazy.module("pyarrow.compute")
+    pq = lazy.module("pyarrow.parquet")
 
 LONG_MEAN = 150
 """A string column whose values average more than this many characters is long text: left out of

@@ -17,12 +17,17 @@ import json
 import math
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.types as pt
-
+from lakehouse.platform import lazy
 from lakehouse.platform.errors import TooLarge
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.types as pt
+else:
+    pa = lazy.module("pyarrow")
+    pt = lazy.module("pyarrow.types")
 
 Conv = Callable[[Any], Any]
 

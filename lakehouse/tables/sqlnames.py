@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+from lakehouse.platform import lazy
+
+if TYPE_CHECKING:
+    import duckdb
+else:
+    duckdb = lazy.module("duckdb")
 
 _local = threading.local()
 

@@ -14,18 +14,23 @@ import json
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from lakehouse.platform import backoff
+from lakehouse.platform import backoff, lazy
 from lakehouse.platform.errors import BadRequest
 from schemas import subjects as S
 from schemas.vectors import IndexSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy.module("pyarrow")
+    pc = lazy.module("pyarrow.compute")
 
 MsgId = Callable[[int, bytes], str]
 """Gives a batch its Nats-Msg-Id from (partition, encoded batch)."""

@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
+from lakehouse.platform import lazy
 from lakehouse.platform.errors import BadRequest
 from lakehouse.vectors.batches import partition_of
 from schemas.vectors import QUERY_HEADER
 
-SCHEMA = pa.schema([("id", pa.string())])
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy.module("pyarrow")
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,10 @@ def encode(ids: list[str], partitions: int) -> IdSet:
     for item in ids:
         groups[partition_of(item, partitions)].append(item)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as writer:
+    schema = pa.schema([("id", pa.string())])
+    with pa.ipc.new_stream(sink, schema) as writer:
         for group in groups:
-            writer.write_batch(pa.record_batch([pa.array(group, pa.string())], schema=SCHEMA))
+            writer.write_batch(pa.record_batch([pa.array(group, pa.string())], schema=schema))
     blob = sink.getvalue().to_pybytes()
     return IdSet(hashlib.blake2b(blob, digest_size=16).hexdigest(), len(ids), blob)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lakehouse.client.render import when
+from lakehouse.client.render import finished, when
 from lakehouse.ops.cli.options import JsonOpt, UrlOpt, emit_json, fail, progress
 from lakehouse.ops.cli.use import _cells, _console, _gateway, _table
 
@@ -88,7 +88,6 @@ def schema_change(change: Mapping[str, Any] | None) -> str:
 async def _follow(gw: Client, job_id: str, wait: float) -> tuple[dict[str, Any], bool]:
     """Poll the job until it failed, or succeeded and (with auto-embed) every embed batch is
     done; progress bars on stderr. The last view and whether it got there in ``wait`` s."""
-    from lakehouse.client.http import finished
 
     deadline = time.monotonic() + wait
     with progress("converting", None) as bar:
