@@ -50,6 +50,7 @@ def test_bench_quick_produces_every_number(tmp_path: Path) -> None:
         "filtered 2% search p50 (ms)",
         "filtered 0.1% recall@10",
         "embedding throughput (texts/s)",
+        "embedding throughput, 2 embed workers (texts/s)",
         "text → top-K p50, cached (ms)",
         "auto-embed 50 rows end to end (s)",
         "upsert next week's export, diff + register (s)",

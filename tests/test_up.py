@@ -17,7 +17,7 @@ import pytest
 
 from lakehouse.devtools.servers import eventually
 from lakehouse.devtools.stack import project_env, run_cli
-from lakehouse.platform.procs import REPO_ROOT, free_port
+from lakehouse.platform.procs import REPO_ROOT, all_cores, free_port
 from tests.conftest import unique
 from workers import KINDS
 
@@ -42,6 +42,7 @@ async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
         "--nats-port", str(nats_port),
         "--workers", ",".join(kinds),
         "--replicas", f"{PROBE}=2",
+        "--replicas", "embed=2",
     ]  # fmt: skip
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -67,8 +68,11 @@ async def test_up_supervises_restarts_and_stops_cleanly(tmp_path: Path) -> None:
 
                 return check
 
-            expected = {**dict.fromkeys(KINDS, 1), "probe": 2}
+            expected = {**dict.fromkeys(KINDS, 1), "probe": 2, "embed": 2}
             await eventually(all_up(expected), timeout=90, interval=0.3, what="every kind healthy")
+            # Two embed workers on one machine divide its cores (embed.threads 0).
+            embeds = (await c.get("/health")).json()["workers"]["embed"]["instances"]
+            assert [i["details"]["threads"] for i in embeds] == [max(1, all_cores() // 2)] * 2
             await eventually(
                 lambda: "Lakehouse is up" in (tmp_path / "up.log").read_text(), what="banner"
             )

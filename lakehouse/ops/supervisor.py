@@ -18,12 +18,22 @@ from lakehouse.ops import secure
 from lakehouse.platform import backoff
 from lakehouse.platform.bus import STREAMS, connect, provision
 from lakehouse.platform.config import Settings, child_env, redact_url
-from lakehouse.platform.procs import die_with_parent, nats_server_argv, port_open
+from lakehouse.platform.procs import all_cores, die_with_parent, nats_server_argv, port_open
 from lakehouse.platform.tlsctx import client_context
 
 log = logging.getLogger("lakehouse.supervisor")
 
 HEALTHY_RUN = 30.0  # a child that ran this long resets its backoff
+
+
+def split_cores(settings: Settings, kind: str, copies: int) -> dict[str, str]:
+    """Settings for each of ``copies`` embed workers on this machine: the cores divided between
+    them, unless ``embed.threads`` says otherwise. The model runs better as one process per core
+    than as one process across cores (docs/BENCHMARKS.md: 2 one-thread workers 141 texts/s on
+    2 cores, 1 worker on both 126, 2 workers on both each 111)."""
+    if kind != "embed" or copies < 2 or settings.embed.threads:
+        return {}
+    return {"LAKEHOUSE_EMBED__THREADS": str(max(1, all_cores() // copies))}
 
 
 @dataclass
@@ -96,8 +106,9 @@ class Supervisor:
         replicas = self.settings.supervisor.replicas
         self.children.append(Child("gateway", [*exe, "gateway"], self.env_for(env, "gateway")))
         for kind in self.kinds:
-            kind_env = self.env_for(env, kind)
-            for i in range(max(0, replicas.get(kind, 1))):
+            copies = max(0, replicas.get(kind, 1))
+            kind_env = {**self.env_for(env, kind), **split_cores(self.settings, kind, copies)}
+            for i in range(copies):
                 self.children.append(Child(f"{kind}-{i + 1}", [*exe, "worker", kind], kind_env))
         tasks += [asyncio.create_task(self._keep_running(c)) for c in self.children]
         await self._announce()

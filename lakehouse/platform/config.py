@@ -241,7 +241,10 @@ class EmbedSettings(BaseModel):
         "included). MiniLM was trained on 128-token inputs; 512 is its position limit.",
     )
     threads: int = Field(
-        0, ge=0, description="local provider: onnxruntime intra-op threads (0: all cores)."
+        0,
+        ge=0,
+        description="local provider: onnxruntime intra-op threads (0: all cores; under "
+        "`lakehouse up --replicas embed=N`, each of the N gets cores / N).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",

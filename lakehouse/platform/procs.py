@@ -92,6 +92,13 @@ def nats_server_argv(
     ]
 
 
+def all_cores() -> int:
+    """CPUs this process may run on (the affinity mask, as in a container), else the count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def die_with_parent() -> None:
     """preexec_fn: SIGTERM this child when the parent dies, even by kill -9 (Linux)."""
     try:

@@ -44,6 +44,7 @@ from lakehouse.devtools.bench.under_load import search_under_load
 from lakehouse.devtools.bench.workloads import (
     Lean,
     Row,
+    extra_workers,
     new_index,
     p,
     publish,
@@ -51,7 +52,6 @@ from lakehouse.devtools.bench.workloads import (
     wait_count,
 )
 from lakehouse.devtools.datagen import generate
-from lakehouse.devtools.servers import wait_until
 from lakehouse.devtools.stack import Stack
 
 INDEX, DATASET = "bench_conc", "bench_conc_rows"
@@ -352,26 +352,6 @@ def owners(stack: Stack, count: int) -> set[str] | None:
     if body["missing_partitions"] or body["count"] != count:
         return None
     return {str(part["owner"]) for part in body["partitions_detail"]}
-
-
-@contextmanager
-def extra_workers(
-    stack: Stack, kinds: tuple[str, ...], ready: Callable[[], bool]
-) -> Iterator[float]:
-    """A second replica of each of ``kinds`` while in the block, started together (their
-    start-ups overlap); ``ready``: when they serve. Yields the seconds that took."""
-    names = [f"{kind}-concurrency" for kind in kinds]
-    started = time.perf_counter()
-    procs = [stack.spawn(name, "worker", kind) for name, kind in zip(names, kinds, strict=True)]
-    try:
-        wait_until(ready, timeout=180, interval=0.2, what=f"second {'/'.join(kinds)} workers")
-        yield time.perf_counter() - started
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for name, proc in zip(names, procs, strict=True):
-            proc.stop()
-            stack.procs.pop(name, None)
 
 
 # ---- the workload --------------------------------------------------------------------------

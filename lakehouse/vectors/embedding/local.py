@@ -9,7 +9,6 @@ error at load without it). The CUDA provider comes with the ``gpu`` extra (onnxr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lakehouse.platform.config import EmbedSettings
+from lakehouse.platform.procs import all_cores
 from lakehouse.vectors.embedding import normalize
 
 if TYPE_CHECKING:
@@ -59,13 +59,6 @@ def device_of(session_providers: Sequence[str], device: str) -> str:
             "onnxruntime-gpu needs, or set embed.device to auto or cpu"
         )
     return runs_on
-
-
-def all_cores() -> int:
-    """CPUs this process may run on (the affinity mask, as in a container), else the count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 class LocalProvider:
