@@ -267,7 +267,11 @@ class VectorSettings(BaseModel):
         "(those that arrived while the previous batch ran: one knn_query per partition for "
         "all of them); 1: each search alone.",
     )
-    threads: int = Field(0, description="hnswlib threads (0: all cores).")
+    threads: int = Field(
+        0,
+        description="hnswlib threads for loads (0: all cores); within 1 s of a search a "
+        "worker applies batches on one thread, so searches keep a core.",
+    )
     int8_mirror: bool | Literal["auto"] = Field(
         "auto",
         description="Keep an int8 copy of every vector (dim + 12 B each) to score filtered "
