@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from lakehouse.devtools.bench import embedding
 from lakehouse.devtools.bench import workloads as W
 from lakehouse.devtools.bench.concurrency import FULL as CONCURRENCY_FULL
 from lakehouse.devtools.bench.concurrency import Size, concurrency
@@ -120,11 +121,11 @@ def run(
                 out += filtered(stack, *filtered_size)
                 say(table(out[-10:]))
             if want("texts"):
-                out += W.texts(stack, texts)
+                out += embedding.texts(stack, texts)
             if want("auto-embed"):
                 sub = work / "subset.csv"
                 generate(sub, embed_rows, seed=7)
-                out += W.auto_embed(stack, sub, embed_rows)
+                out += embedding.auto_embed(stack, sub, embed_rows)
             if want("durability"):
                 out += durability(work, rows, vectors, dim)
                 say(table(out[-8:]))
