@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import subprocess
+from pathlib import Path
 
 import nats
+import pytest
+from nats.js.errors import ServiceUnavailableError
 
-from lakehouse.devtools.servers import NatsServer
+from lakehouse.devtools.servers import NatsServer, eventually, wait_until
 from lakehouse.platform.bus import STREAMS, ConsumerSpec, provision
+from lakehouse.platform.procs import find_binary, free_port, port_open
 from schemas import subjects as S
 
 
@@ -53,3 +60,44 @@ async def test_same_msg_id_is_stored_once(nats_server: NatsServer) -> None:
     assert not a.duplicate and b.duplicate and a.seq == b.seq
     assert (await js.stream_info(S.STREAM_INGEST)).state.messages == 1
     await nc.close()
+
+
+async def test_provision_waits_out_a_server_without_jetstream_within_its_patience(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's start-up provisioning (``patience``): a timeout or a JetStream 503 is tried
+    again until JetStream answers; without patience the first 503 is the error."""
+    port = free_port()
+    bare = subprocess.Popen(
+        [find_binary("nats-server"), "-a", "127.0.0.1", "-p", str(port)],  # no -js
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server: NatsServer | None = None
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), timeout=15, what="bare nats-server")
+        nc = await nats.connect(
+            f"nats://127.0.0.1:{port}", reconnect_time_wait=0.1, max_reconnect_attempts=-1
+        )
+        js = nc.jetstream(timeout=1)
+        with pytest.raises(ServiceUnavailableError):
+            await provision(js, STREAMS)
+        caplog.set_level(logging.WARNING, logger="lakehouse.bus")
+        patient = asyncio.create_task(provision(js, STREAMS, patience=60))
+
+        def retried() -> bool:
+            return any(r.getMessage() == "provisioning again" for r in caplog.records)
+
+        await eventually(retried, timeout=30, what="a second provisioning pass")
+        assert not patient.done()
+        bare.terminate()
+        bare.wait(10)
+        server = NatsServer(tmp_path / "nats", port=port).start()  # now with JetStream
+        report = await asyncio.wait_for(patient, 60)
+        assert len(report.created) == len(STREAMS)
+        assert {i.config.name for i in await js.streams_info()} == {s.name for s in STREAMS}
+        await nc.close()
+    finally:
+        bare.kill()
+        if server is not None:
+            server.stop()

@@ -16,7 +16,7 @@ import httpx
 
 from lakehouse.ops import secure
 from lakehouse.platform import backoff
-from lakehouse.platform.bus import STREAMS, connect, provision
+from lakehouse.platform.bus import STARTUP_DEADLINE, STREAMS, connect, provision
 from lakehouse.platform.config import Settings, child_env, redact_url
 from lakehouse.platform.procs import all_cores, die_with_parent, nats_server_argv, port_open
 from lakehouse.platform.tlsctx import client_context
@@ -99,7 +99,12 @@ class Supervisor:
             print(f"error: {exc}", file=sys.stderr)
             await self._shutdown(tasks)
             return 1
-        await provision(nc.jetstream(), STREAMS, replicas=self.settings.nats.replicas)
+        await provision(
+            nc.jetstream(),
+            STREAMS,
+            replicas=self.settings.nats.replicas,
+            patience=STARTUP_DEADLINE,
+        )
         await nc.close()
 
         exe = [sys.executable, "-m", "lakehouse"]

@@ -8,6 +8,7 @@ rest untouched, so a second start changes nothing.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from lakehouse.platform import backoff, refusals
 from lakehouse.platform.config import Settings, redact_url
@@ -27,6 +28,9 @@ from schemas import subjects as S
 log = logging.getLogger("lakehouse.bus")
 
 DAY = 86400.0
+
+STARTUP_DEADLINE = 60.0
+"""Seconds a process keeps trying its first connect and its provisioning before it gives up."""
 
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a publish whose expected last subject sequence is stale."""
@@ -167,7 +171,9 @@ class ProvisionReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-async def connect(settings: Settings, name: str, *, deadline: float | None = 60.0) -> NATS:
+async def connect(
+    settings: Settings, name: str, *, deadline: float | None = STARTUP_DEADLINE
+) -> NATS:
     """Connect with reconnect enabled; keep trying the first connect until ``deadline``.
 
     With ``tls.ca_file`` set the server must present a certificate of that CA (``nats://``
@@ -307,11 +313,37 @@ async def provision(
     consumers: tuple[ConsumerSpec, ...] | list[ConsumerSpec] = (),
     *,
     replicas: int | None = None,
+    patience: float = 0.0,
 ) -> ProvisionReport:
     """Create missing streams/consumers, update changed ones, leave the rest alone. Streams
     get ``replicas`` copies (``nats.replicas``; a different number scales an existing stream;
     None: an existing stream keeps its own, a new one gets 1); durable consumers inherit
-    their stream's."""
+    their stream's. With ``patience``, a pass that times out or meets a JetStream 503 (a
+    clustered stream electing its leader, a server busy under load) runs again on the backoff
+    schedule for up to that many seconds; nothing else is retried."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + patience
+    for attempt in itertools.count():
+        try:
+            return await _provision(js, streams, consumers, replicas)
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            wait = backoff.delay(attempt, 0.5, 5.0)
+            if loop.time() + wait > give_up:
+                raise
+            log.warning(
+                "provisioning again",
+                extra={"attempt": attempt + 1, "error": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+async def _provision(
+    js: JetStreamContext,
+    streams: tuple[StreamSpec, ...] | list[StreamSpec],
+    consumers: tuple[ConsumerSpec, ...] | list[ConsumerSpec],
+    replicas: int | None,
+) -> ProvisionReport:
     report = ProvisionReport()
     for spec in streams:
         desired = spec.config(replicas or 1)

@@ -34,6 +34,7 @@ from nats.js import JetStreamContext
 
 from lakehouse.platform import backoff, metrics
 from lakehouse.platform.bus import (
+    STARTUP_DEADLINE,
     STREAMS,
     ConsumerSpec,
     StreamSpec,
@@ -160,6 +161,7 @@ class Runtime:
             [*STREAMS, *self.worker.streams()],
             [c.consumer for c in consumes],
             replicas=self.settings.nats.replicas,
+            patience=STARTUP_DEADLINE,
         )
         await self.worker.setup()
         self._start_metrics(consumes)
