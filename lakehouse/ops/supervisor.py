@@ -28,9 +28,10 @@ HEALTHY_RUN = 30.0  # a child that ran this long resets its backoff
 
 def split_cores(settings: Settings, kind: str, copies: int) -> dict[str, str]:
     """Settings for each of ``copies`` embed workers on this machine: the cores divided between
-    them, unless ``embed.threads`` says otherwise. The model runs better as one process per core
-    than as one process across cores (docs/BENCHMARKS.md: 2 one-thread workers 141 texts/s on
-    2 cores, 1 worker on both 126, 2 workers on both each 111)."""
+    them, unless ``embed.threads`` says otherwise. Workers that each use every core slow each
+    other down (2 on 2 cores: 0.88× one worker); one core each kept 96%, 81% and 100% of the
+    model's own speed on full resumes against 82%, 87% and 76% for one worker on both cores
+    (docs/BENCHMARKS.md, "Embed replicas")."""
     if kind != "embed" or copies < 2 or settings.embed.threads:
         return {}
     return {"LAKEHOUSE_EMBED__THREADS": str(max(1, all_cores() // copies))}

@@ -1,7 +1,7 @@
 """The one retry schedule: exponential backoff, doubling from a base up to a cap.
 
-Used for nak delays of failing messages, restarts of dead children, first connects to NATS
-and publishes refused for a full stream (429).
+Used for nak delays of failing messages, restarts of dead children, first connects to NATS,
+start-up provisioning and publishes refused for a full stream (429).
 """
 
 from __future__ import annotations
