@@ -187,13 +187,16 @@ class Stack:
         self.wait_healthy()
         return self
 
-    def up(self, replicas: dict[str, int] | None = None) -> Stack:
-        """``lakehouse up`` as one process: its own nats-server, the gateway and every worker
-        kind (``replicas`` processes of a kind, default 1), restarted when they die."""
+    def up(
+        self, replicas: dict[str, int] | None = None, kinds: tuple[str, ...] = WORKER_KINDS
+    ) -> Stack:
+        """``lakehouse up`` as one process: its own nats-server, the gateway and each worker
+        kind of ``kinds`` (default every kind; ``replicas`` processes of a kind, default 1),
+        restarted when they die."""
         self.root.mkdir(parents=True, exist_ok=True)
         nats_port = free_port()
         self.configure(f"nats://127.0.0.1:{nats_port}")
-        self.replicas = {**dict.fromkeys(WORKER_KINDS, 1), **(replicas or {})}
+        self.replicas = {**dict.fromkeys(kinds, 1), **(replicas or {})}
         argv = [
             "up",
             "--data-dir", str(self.settings.data_dir),
@@ -202,6 +205,8 @@ class Stack:
         ]  # fmt: skip
         for kind, n in (replicas or {}).items():
             argv += ["--replicas", f"{kind}={n}"]
+        if set(kinds) != set(WORKER_KINDS):
+            argv += ["--workers", ",".join(kinds)]
         self.spawn("up", *argv)
         self.wait_healthy(timeout=120)
         return self

@@ -40,7 +40,9 @@ def texts(stack: Stack, count: int) -> list[Row]:
     root = stack.root.with_name(f"{stack.root.name}-embed2")
     pair = Stack(root, overrides=stack.overrides, tuned=stack.tuned)
     try:
-        with httpx.Client(base_url=pair.up({"embed": 2}).base, timeout=120) as c:
+        # Only what the items API needs: the gateway, embed and vector workers.
+        pair.up({"embed": 2}, kinds=("embed", "vectors"))
+        with httpx.Client(base_url=pair.base, timeout=120) as c:
             two_s = pipeline(c, "bench_text")
     finally:
         pair.stop()
