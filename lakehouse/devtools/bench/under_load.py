@@ -25,7 +25,8 @@ from lakehouse.devtools.bench.workloads import Row, index_count, new_index, publ
 from lakehouse.devtools.servers import wait_until
 
 if TYPE_CHECKING:
-    from lakehouse.devtools.bench.concurrency import Point, Size
+    from lakehouse.devtools.bench.closedloop import Point
+    from lakehouse.devtools.bench.concurrency import Size
     from lakehouse.devtools.stack import Stack
 
 LOADED = "bench_conc_load"
