@@ -203,11 +203,13 @@ def index_count(c: httpx.Client, index: str) -> int:
 
 
 def wait_count(c: httpx.Client, index: str, n: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while index_count(c, index) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"index {index} did not reach {n} vectors in {timeout} s")
-        time.sleep(0.2)
+    """Until ``index`` holds at least ``n`` vectors (bounded by ``timeout``)."""
+    wait_until(
+        lambda: index_count(c, index) >= n,
+        timeout=timeout,
+        interval=0.2,
+        what=f"index {index} to reach {n} vectors",
+    )
 
 
 def new_index(c: httpx.Client, spec: dict[str, Any], timeout: float = 60) -> None:
